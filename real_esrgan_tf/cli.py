@@ -1,0 +1,68 @@
+"""The `real-esrgan-tf` command: one sub-command per stage of the flow.
+
+Each sub-command lives in the module of its stage and exposes two functions:
+`define_flags(fv: absl.flags.FlagValues)` and `run(fv) -> int` (the exit code). Flags are defined on
+a fresh `FlagValues` per invocation, so there is no global flag state and sub-commands may reuse
+flag names (`--input`, `--output`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from absl import flags, logging
+
+# name -> (module implementing define_flags/run, one-line help)
+COMMANDS = {
+    "upscale": ("real_esrgan_tf.inference", "Upscale images with a pretrained or trained generator."),
+    "prepare": ("real_esrgan_tf.data.prepare", "Turn image folders into TFRecord shards."),
+    "degrade": ("real_esrgan_tf.degradations.preview", "Preview the high-order degradation on an image."),
+    "train": ("real_esrgan_tf.training.cli", "Train RealESRNet / RealESRGAN from a pipeline config."),
+    "export": ("real_esrgan_tf.export", "Export a generator as a SavedModel or TFLite model."),
+    "client": ("real_esrgan_tf.serving_client", "Upscale an image through TensorFlow Serving."),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: real-esrgan-tf COMMAND [--flags]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines.append("")
+    lines.append("`real-esrgan-tf COMMAND --help` lists a command's flags.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if len(argv) >= 2 else 2
+    name = argv[1]
+    if name not in COMMANDS:
+        print(f"real-esrgan-tf: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    fv = flags.FlagValues()
+    module.define_flags(fv)
+    flags.DEFINE_boolean("verbose", False, "Log at debug level.", flag_values=fv)
+    if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]):
+        print(f"real-esrgan-tf {name}: {COMMANDS[name][1]}\n")
+        print(fv.main_module_help() if fv.main_module_help() else fv.get_help())
+        return 0
+    try:
+        fv([f"real-esrgan-tf {name}"] + argv[2:])
+    except flags.Error as e:
+        print(f"real-esrgan-tf {name}: {e}", file=sys.stderr)
+        return 2
+    logging.set_verbosity(logging.DEBUG if fv.verbose else logging.INFO)
+    logging.use_absl_handler()
+    return int(module.run(fv) or 0)
+
+
+def console_main() -> None:
+    """Entry point of the console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

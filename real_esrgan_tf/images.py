@@ -1,0 +1,160 @@
+"""Reading and writing image files without losing what they are: bit depth, gray, alpha.
+
+Pillow decodes everything except 16-bit colour PNGs (it has no 16-bit RGB mode and silently drops
+to 8 bits), which TensorFlow's PNG decoder reads at full depth. Writes are atomic: a temp file in
+the destination folder, then `os.replace`, so a crash never leaves a truncated output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import struct
+import tempfile
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class ImageError(Exception):
+    """A file that cannot be read or written as an image; the message names file and reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class DecodedImage:
+    """pixels: (H, W, C) uint8 or uint16 with C in {1, 3, 4}; format: 'png', 'jpeg', 'webp', ..."""
+
+    pixels: np.ndarray
+    format: str
+    path: str = ""
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    @property
+    def channels(self) -> int:
+        return self.pixels.shape[-1]
+
+
+def _png_bit_depth(data: bytes) -> int | None:
+    if data[:8] != _PNG_MAGIC or len(data) < 26:
+        return None
+    # IHDR is the first chunk: length(4) type(4) width(4) height(4) bit_depth(1) colour_type(1)
+    return struct.unpack(">B", data[24:25])[0]
+
+
+def decode_image(data: bytes, path: str = "<bytes>") -> DecodedImage:
+    """Decodes PNG (8/16-bit), JPEG, WEBP, BMP, TIFF, GIF bytes to (H, W, C) uint8/uint16."""
+    if not data:
+        raise ImageError(path, "empty file")
+    if _png_bit_depth(data) == 16:
+        import tensorflow as tf
+
+        try:
+            pixels = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
+        except Exception as e:  # tf raises InvalidArgumentError with a long message
+            raise ImageError(path, f"corrupt 16-bit PNG ({str(e).splitlines()[0][:120]})") from None
+        return DecodedImage(pixels, "png", path)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = (im.format or "").lower()
+            im.load()
+            pixels = _pil_to_array(im)
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image file (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(path, f"cannot decode ({e})") from None
+    return DecodedImage(pixels, "jpeg" if fmt == "jpg" else fmt, path)
+
+
+def _pil_to_array(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im)
+        if mode == "I" and arr.max(initial=0) <= 255:
+            return arr.astype(np.uint8)[..., None]
+        return np.clip(arr, 0, 65535).astype(np.uint16)[..., None]
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L"))[..., None]
+    if mode == "LA":
+        return np.asarray(im.convert("RGBA"))
+    if mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    elif mode not in ("RGB", "RGBA"):
+        im = im.convert("RGBA" if "A" in mode else "RGB")
+    return np.asarray(im)
+
+
+def read_image(path: str) -> DecodedImage:
+    """Reads a file; every failure is an ImageError naming the file and the reason."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ImageError(path, e.strerror or str(e)) from None
+    return decode_image(data, path)
+
+
+def encode_image(pixels: np.ndarray, fmt: str, quality: int = 95) -> bytes:
+    """(H, W, C) uint8/uint16 -> file bytes. 16-bit is kept for PNG only."""
+    fmt = fmt.lower()
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if fmt == "png" and pixels.dtype == np.uint16:
+        import tensorflow as tf
+
+        return tf.io.encode_png(pixels).numpy()
+    if pixels.dtype == np.uint16:
+        pixels = (pixels.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    if pixels.shape[-1] == 1:
+        im = Image.fromarray(pixels[..., 0], "L")
+    else:
+        im = Image.fromarray(pixels, "RGBA" if pixels.shape[-1] == 4 else "RGB")
+    buf = io.BytesIO()
+    if fmt in ("jpg", "jpeg"):
+        if im.mode == "RGBA":
+            im = im.convert("RGB")
+        im.save(buf, "JPEG", quality=quality)
+    elif fmt == "webp":
+        im.save(buf, "WEBP", quality=quality)
+    elif fmt == "png":
+        im.save(buf, "PNG")
+    elif fmt == "bmp":
+        im.save(buf, "BMP")
+    else:
+        raise ValueError(f"unsupported output format {fmt!r}")
+    return buf.getvalue()
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes via a temp file in the same folder and an atomic rename."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_image(path: str, pixels: np.ndarray, fmt: str | None = None, quality: int = 95) -> None:
+    """Encodes and writes atomically; the format defaults to the file's extension."""
+    fmt = fmt or os.path.splitext(path)[1].lstrip(".") or "png"
+    try:
+        write_bytes_atomic(path, encode_image(pixels, fmt, quality))
+    except OSError as e:
+        raise ImageError(path, f"cannot write ({e.strerror or e})") from None

@@ -1,0 +1,7 @@
+"""Generators and the discriminator, one model per module."""
+
+from real_esrgan_tf.models.layers import PixelShuffle, PixelUnshuffle, ScaledResidual
+from real_esrgan_tf.models.rrdbnet import RRDBNet
+from real_esrgan_tf.models.srvgg import SRVGGNetCompact
+
+__all__ = ["PixelShuffle", "PixelUnshuffle", "RRDBNet", "SRVGGNetCompact", "ScaledResidual"]

@@ -1,0 +1,76 @@
+"""Small layers shared by the generators.
+
+Channel order of the (un)shuffles is TensorFlow's (`tf.nn.space_to_depth` / `depth_to_space`:
+channel `(i * s + j) * C + c`), not PyTorch's (`c * s * s + i * s + j`). Weight converters permute
+the adjacent convolution's channels once at load time, so the graph itself pays nothing.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="real_esrgan_tf")
+class PixelUnshuffle(keras.layers.Layer):
+    """(B, H, W, C) -> (B, H/s, W/s, C*s*s), TensorFlow channel order."""
+
+    def __init__(self, scale: int, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = int(scale)
+
+    def call(self, x):
+        return tf.nn.space_to_depth(x, self.scale)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        s = self.scale
+        return (b, None if h is None else h // s, None if w is None else w // s, c * s * s)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="real_esrgan_tf")
+class PixelShuffle(keras.layers.Layer):
+    """(B, H, W, C*s*s) -> (B, H*s, W*s, C), TensorFlow channel order."""
+
+    def __init__(self, scale: int, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = int(scale)
+
+    def call(self, x):
+        return tf.nn.depth_to_space(x, self.scale)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        s = self.scale
+        return (b, None if h is None else h * s, None if w is None else w * s, c // (s * s))
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="real_esrgan_tf")
+class ScaledResidual(keras.layers.Layer):
+    """`residual * beta + identity`: the residual scaling of ESRGAN's RDB and RRDB (beta 0.2)."""
+
+    def __init__(self, beta: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.beta = float(beta)
+
+    def call(self, residual, identity):
+        return residual * self.beta + identity
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta}
+
+
+def torch_to_tf_unshuffle_perm(channels: int, scale: int):
+    """Index list p with `tf_channels[k] = torch_channels[p[k]]` for a pixel-unshuffle by `scale`.
+
+    TF channel k = (i*s + j)*C + c holds the same pixel as torch channel c*s*s + i*s + j.
+    The same permutation maps PixelShuffle's input channels (its inverse layout).
+    """
+    s = scale
+    return [c * s * s + i * s + j for i in range(s) for j in range(s) for c in range(channels)]

@@ -1,0 +1,94 @@
+"""SRVGGNetCompact: the compact VGG-style generator of realesr-animevideov3 / realesr-general-x4v3.
+
+A plain stack of 3x3 convs at LR resolution, a pixel-shuffle, and the nearest-upsampled input added:
+the network only learns the residual. Cheap enough for video and phones.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from real_esrgan_tf.models.layers import PixelShuffle
+
+ACTIVATIONS = ("prelu", "relu", "leakyrelu")
+
+
+def _activation(act: str, num_feat: int, name: str, dtype):
+    if act == "prelu":
+        # PyTorch nn.PReLU(num_parameters=num_feat): one slope per channel, initialised to 0.25.
+        return keras.layers.PReLU(
+            alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2], name=name, dtype=dtype
+        )
+    if act == "relu":
+        return keras.layers.ReLU(name=name, dtype=dtype)
+    if act == "leakyrelu":
+        return keras.layers.LeakyReLU(negative_slope=0.1, name=name, dtype=dtype)
+    raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+
+
+@keras.saving.register_keras_serializable(package="real_esrgan_tf")
+class SRVGGNetCompact(keras.Model):
+    """Layer names: `body_{i}` follow the official `body.{i}` indices (convs even, activations odd)."""
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_conv: int = 16,
+        upscale: int = 4,
+        act: str = "prelu",
+        dtype=None,
+        **kwargs,
+    ):
+        init = keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+        def conv(filters, name):
+            return keras.layers.Conv2D(
+                filters, 3, padding="same", kernel_initializer=init, name=name, dtype=dtype
+            )
+
+        inputs = keras.Input((None, None, num_in_ch), name="lr", dtype=dtype)
+        x = conv(num_feat, "body_0")(inputs)
+        x = _activation(act, num_feat, "body_1", dtype)(x)
+        for i in range(num_conv):
+            x = conv(num_feat, f"body_{2 * i + 2}")(x)
+            x = _activation(act, num_feat, f"body_{2 * i + 3}", dtype)(x)
+        x = conv(num_out_ch * upscale * upscale, f"body_{2 * num_conv + 2}")(x)
+        x = PixelShuffle(upscale, name="pixel_shuffle", dtype=dtype)(x)
+        upsample = keras.layers.UpSampling2D(
+            upscale, interpolation="nearest", name="upsample_input", dtype=dtype
+        )
+        base = upsample(inputs)
+        outputs = keras.layers.Add(name="residual", dtype=dtype)([x, base])
+
+        kwargs.setdefault("name", f"srvggnet_compact_x{upscale}")
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.num_in_ch = num_in_ch
+        self.num_out_ch = num_out_ch
+        self.num_feat = num_feat
+        self.num_conv = num_conv
+        self.upscale = upscale
+        self.scale = upscale
+        self.act = act
+        self._layer_dtype = dtype
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_in_ch": self.num_in_ch,
+            "num_out_ch": self.num_out_ch,
+            "num_feat": self.num_feat,
+            "num_conv": self.num_conv,
+            "upscale": self.upscale,
+            "act": self.act,
+            "dtype": self._layer_dtype if isinstance(self._layer_dtype, (str, type(None))) else
+            keras.saving.serialize_keras_object(self._layer_dtype),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
+        return cls(**config)

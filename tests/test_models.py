@@ -1,0 +1,79 @@
+"""Generators: official parameter counts, shapes for every scale, serialisation round trips."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from real_esrgan_tf.models import PixelShuffle, PixelUnshuffle, RRDBNet, SRVGGNetCompact
+from real_esrgan_tf.models.layers import torch_to_tf_unshuffle_perm
+
+
+@pytest.mark.parametrize(
+    "model_fn, official",
+    [
+        (lambda: RRDBNet(scale=4), 16_697_987),  # RealESRGAN_x4plus: 16.70 M
+        (lambda: RRDBNet(scale=4, num_block=6), 4_467_779),  # anime_6B: 4.47 M
+        (lambda: SRVGGNetCompact(num_conv=16), 621_424),  # realesr-animevideov3: 0.62 M
+        (lambda: SRVGGNetCompact(num_conv=32), 1_213_296),  # realesr-general-x4v3: 1.21 M
+    ],
+)
+def test_parameter_counts_equal_official(model_fn, official):
+    assert model_fn().count_params() == official
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_rrdbnet_output_shape(scale):
+    model = RRDBNet(scale=scale, num_block=1, num_feat=8, num_grow_ch=4)
+    out = model(np.zeros((2, 12, 20, 3), np.float32))
+    assert out.shape == (2, 12 * scale, 20 * scale, 3)
+    # x2/x1 unshuffle to 12/48 channels before conv_first.
+    assert model.get_layer("conv_first").kernel.shape[2] == 3 * (4 // scale) ** 2
+
+
+def test_rrdbnet_rejects_unknown_scale():
+    with pytest.raises(ValueError, match="scale"):
+        RRDBNet(scale=3)
+
+
+@pytest.mark.parametrize("upscale", [2, 3, 4])
+def test_srvgg_learns_a_residual_over_nearest(upscale):
+    model = SRVGGNetCompact(num_conv=2, num_feat=8, upscale=upscale)
+    last = model.get_layer(f"body_{2 * 2 + 2}")
+    last.kernel.assign(tf.zeros_like(last.kernel))
+    last.bias.assign(tf.zeros_like(last.bias))
+    x = np.random.default_rng(1).random((1, 5, 7, 3), dtype=np.float32)
+    expected = np.repeat(np.repeat(x, upscale, axis=1), upscale, axis=2)
+    np.testing.assert_allclose(model(x).numpy(), expected, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [lambda: RRDBNet(scale=2, num_block=2, num_feat=8, num_grow_ch=4),
+     lambda: SRVGGNetCompact(num_conv=3, num_feat=8, act="leakyrelu")],
+)
+def test_keras_file_round_trip(model, tmp_path):
+    model = model()
+    x = np.random.default_rng(2).random((1, 8, 8, 3), dtype=np.float32)
+    path = str(tmp_path / "g.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+def test_unshuffle_permutation_maps_torch_order_to_tf_order():
+    # Build torch's pixel_unshuffle by hand (channel c*s*s + i*s + j) and compare with ours + perm.
+    s, c = 2, 3
+    x = np.random.default_rng(3).random((1, 4, 6, c), dtype=np.float32)
+    h, w = 4 // s, 6 // s
+    torch_order = np.zeros((1, h, w, c * s * s), np.float32)
+    for ch in range(c):
+        for i in range(s):
+            for j in range(s):
+                torch_order[..., ch * s * s + i * s + j] = x[0, i::s, j::s, ch]
+    ours = PixelUnshuffle(s)(x).numpy()
+    perm = torch_to_tf_unshuffle_perm(c, s)
+    np.testing.assert_array_equal(ours, torch_order[..., perm])
+    np.testing.assert_array_equal(PixelShuffle(s)(ours).numpy(), x)
