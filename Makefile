@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/real-esrgan-tf upscale --input real_esrgan_tf/samples --output results --model realesrgan-x4plus
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check real_esrgan_tf tests benchmarks pipelines
+	$(VENV)/bin/ruff check $(wildcard real_esrgan_tf tests benchmarks pipelines)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q tests
