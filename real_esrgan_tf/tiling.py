@@ -1,0 +1,83 @@
+"""Splitting an image into equally sized overlapping windows for tiled super-resolution.
+
+The official RealESRGANer clamps each padded tile at the image border, so edge tiles are smaller
+and every new tile shape retraces (or recompiles) the network. Here every window has the same
+shape: a window that would cross the border is slid back inside the image instead. Each tile's
+core still gets at least `tile_pad` pixels of context on every side that is not an image border
+(often more), and the network is traced once per image size class, not once per edge tile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+    """One tile, in input pixels of the padded image.
+
+    The network runs on the window `[win_y, win_y + win_h) x [win_x, win_x + win_w)`; only the
+    core `[y0, y1) x [x0, x1)` of its output (times the scale) is kept.
+    """
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    win_y: int
+    win_x: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TilePlan:
+    win_h: int
+    win_w: int
+    tiles: tuple[Tile, ...]
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _axis(size: int, core: int, pad: int, window: int | None) -> tuple[int, list[tuple[int, int, int]]]:
+    """(window size, [(core start, core end, window start)]) along one axis."""
+    if window is None:
+        window = size if core <= 0 else min(core + 2 * pad, size)
+        core = size if core <= 0 else core
+    elif size <= window:  # fixed window (e.g. a TFLite model) that holds the whole axis
+        core = size
+    else:  # fixed window: the core is what remains inside the pad
+        core = max(window - 2 * pad, 1)
+    spans = []
+    for i in range(math.ceil(size / core)):
+        c0, c1 = i * core, min((i + 1) * core, size)
+        # Slide the window back inside the image rather than shrinking it.
+        start = max(0, min(c0 - pad, size - window))
+        spans.append((c0, c1, start))
+    return window, spans
+
+
+def plan_tiles(
+    height: int,
+    width: int,
+    tile: int,
+    tile_pad: int,
+    align: int = 1,
+    window: tuple[int, int] | None = None,
+) -> TilePlan:
+    """Tiles covering a (height, width) image.
+
+    tile: core size (0 = one window over the whole image); tile_pad: context on each side.
+    align: tile, pad and window starts become multiples of it (the x2/x1 RRDBNet unshuffles 2x2 /
+    4x4 blocks, so a window must start on a block boundary to see the same blocks as the whole
+    image). window: a fixed (h, w) the model requires; a window larger than the image is padded by
+    the caller.
+    """
+    if tile > 0:
+        tile = round_up(tile, align)
+    tile_pad = round_up(tile_pad, align)
+    win_h, ys = _axis(height, tile, tile_pad, None if window is None else window[0])
+    win_w, xs = _axis(width, tile, tile_pad, None if window is None else window[1])
+    tiles = tuple(Tile(y0, y1, x0, x1, wy, wx) for (y0, y1, wy) in ys for (x0, x1, wx) in xs)
+    return TilePlan(win_h, win_w, tiles)
