@@ -1,0 +1,484 @@
+"""Export a generator for deployment: a SavedModel for TensorFlow Serving, a TFLite model for phones.
+
+The SavedModel carries two signatures:
+- `serving_default`: float32 `lr` [B, H, W, 3] in [0, 1] -> `sr` [B, H*s, W*s, 3], dynamic H and W;
+- `upscale_image`: encoded image bytes (`image`, PNG/JPEG/WEBP/BMP/GIF) and an optional `outscale`
+  -> `png_bytes`. Decoding, tiling, the optional Lanczos resize and PNG encoding all run inside the
+  graph, so TensorFlow Serving needs no Python. Tiles are processed one at a time by a
+  `tf.while_loop` (parallel_iterations=1): peak memory follows the tile, not the image.
+  The output alias ends in `_bytes` because TensorFlow Serving's REST API base64-encodes exactly
+  those string outputs (`{"b64": ...}`); other binary strings would be emitted as broken JSON text.
+
+TFLite models have a fixed input size (chosen at export) and only builtin ops; `tflite_runner`
+tiles any image over that window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import glob
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# ITU-R BT.601 luma, as cv2.COLOR_RGB2GRAY: how the official code turns an RGB result back to gray.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class Quantization(enum.Enum):
+    """TFLite weight/activation precision."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"  # fp16 weights, dequantised to fp32 at load (or run in fp16 on GPU delegates)
+    DYNAMIC_INT8 = "dynamic_int8"  # int8 weights, fp32 activations; no calibration data needed
+    INT8 = "int8"  # int8 weights and activations, float32 model input/output; needs calibration data
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """In-graph tiling of `upscale_image` (LR pixels; tile 0 runs the whole image at once)."""
+
+    tile: int = 256
+    tile_pad: int = 10
+
+
+class ExportError(Exception):
+    """A model or output that cannot be exported; the message names it and the reason."""
+
+
+def generator_scale(generator) -> int:
+    """The upscaling factor of one of our generators (RRDBNet.scale, SRVGGNetCompact.scale)."""
+    scale = getattr(generator, "scale", None)
+    if scale is None:
+        raise ExportError(f"{getattr(generator, 'name', generator)}: generator has no `scale` attribute")
+    return int(scale)
+
+
+def input_multiple(generator) -> int:
+    """H and W must be multiples of this: RRDBNet x2/x1 pixel-unshuffle the input by 2/4 first."""
+    if any(layer.name == "pixel_unshuffle" for layer in generator.layers):
+        return 4 // generator_scale(generator)
+    return 1
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+class SuperResolutionModule(tf.Module):
+    """What TensorFlow Serving loads: the generator's variables plus the two serving functions."""
+
+    def __init__(self, generator, config: ServingConfig = ServingConfig()):
+        super().__init__(name="real_esrgan")
+        self.generator = generator
+        self.scale = generator_scale(generator)
+        self.multiple = input_multiple(generator)
+        # Tiles and their context are whole multiples, so every tile stays a valid network input.
+        self.tile = _round_up(config.tile, self.multiple) if config.tile > 0 else 0
+        self.tile_pad = _round_up(config.tile_pad, self.multiple)
+        self.serving_default = tf.function(
+            self._serving_default,
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="lr")],
+        )
+        native_scale = tf.constant(float(self.scale))
+
+        def upscale_image(image, outscale=native_scale):
+            return self._upscale_image(image, outscale)
+
+        self.upscale_image = tf.function(
+            upscale_image,
+            input_signature=[tf.TensorSpec([], tf.string, name="image"), tf.TensorSpec([], tf.float32)],
+        )
+
+    def signatures(self) -> dict:
+        return {"serving_default": self.serving_default, "upscale_image": self.upscale_image}
+
+    # -- float tensors ------------------------------------------------------------------------
+    def _run(self, lr):
+        """[B, H, W, 3] with H, W multiples of self.multiple -> [B, H*s, W*s, 3]."""
+        return tf.cast(self.generator(lr, training=False), tf.float32)
+
+    def _pad_to_multiple(self, image):
+        """Reflect-pads H and W ([B, H, W, C]) up to self.multiple, as the official mod_pad."""
+        if self.multiple == 1:
+            return image
+        shape = tf.shape(image)
+        pad_h = (-shape[1]) % self.multiple
+        pad_w = (-shape[2]) % self.multiple
+        return tf.pad(image, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
+
+    def _serving_default(self, lr):
+        shape = tf.shape(lr)
+        sr = self._run(self._pad_to_multiple(lr))
+        return {"sr": sr[:, : shape[1] * self.scale, : shape[2] * self.scale, :]}
+
+    def tiled_upscale(self, image):
+        """[H, W, 3] float in [0, 1] -> [H*s, W*s, 3], one tile in memory at a time.
+
+        Tiles as `real_esrgan_tf.tiling` (so `upscale_image` gives the pixels of `upscale`): LR
+        cores of `tile` pixels, each run inside a window of `tile + 2 * tile_pad` pixels that is
+        slid back inside the image at the border instead of shrinking (official RealESRGANer
+        clips it); only the core's part of each output is kept.
+        """
+        shape = tf.shape(image)
+        height, width = shape[0], shape[1]
+        padded = self._pad_to_multiple(image[None])[0]
+        p_height, p_width = tf.shape(padded)[0], tf.shape(padded)[1]
+        s = self.scale
+        if self.tile == 0:
+            out = self._run(padded[None])[0]
+            return out[: height * s, : width * s, :]
+        core, pad = self.tile, self.tile_pad
+        win_h = tf.minimum(core + 2 * pad, p_height)
+        win_w = tf.minimum(core + 2 * pad, p_width)
+        rows = (p_height + core - 1) // core
+        cols = (p_width + core - 1) // core
+
+        def span(index, size, window):  # (core start, core end, window start) along one axis
+            c0 = index * core
+            return c0, tf.minimum(c0 + core, size), tf.maximum(0, tf.minimum(c0 - pad, size - window))
+
+        def run_tile(row, col):
+            y0, y1, wy = span(row, p_height, win_h)
+            x0, x1, wx = span(col, p_width, win_w)
+            out = self._run(padded[None, wy : wy + win_h, wx : wx + win_w, :])[0]  # [win_h*s, win_w*s, 3]
+            oy, ox = (y0 - wy) * s, (x0 - wx) * s
+            return out[oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s, :]
+
+        def row_body(row, row_parts):
+            def col_body(col, col_parts):
+                # Columns are stacked along axis 0 of a TensorArray, so store them transposed.
+                return col + 1, col_parts.write(col, tf.transpose(run_tile(row, col), [1, 0, 2]))
+
+            col_parts = tf.TensorArray(
+                tf.float32, size=cols, infer_shape=False, element_shape=[None, None, 3]
+            )
+            _, col_parts = tf.while_loop(
+                lambda col, _: col < cols, col_body, [tf.constant(0), col_parts], parallel_iterations=1
+            )
+            return row + 1, row_parts.write(row, tf.transpose(col_parts.concat(), [1, 0, 2]))
+
+        row_parts = tf.TensorArray(tf.float32, size=rows, infer_shape=False, element_shape=[None, None, 3])
+        _, row_parts = tf.while_loop(
+            lambda row, _: row < rows, row_body, [tf.constant(0), row_parts], parallel_iterations=1
+        )
+        out = row_parts.concat()  # [p_height*s, p_width*s, 3]
+        return out[: height * s, : width * s, :]
+
+    # -- encoded images -----------------------------------------------------------------------
+    @staticmethod
+    def _decode(data):
+        """Image bytes -> ([H, W, C] float32 in [0, 1], is_16bit). 16-bit PNGs keep their depth."""
+        header = tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32])  # short input stays valid
+        is_16bit = tf.logical_and(
+            tf.equal(tf.strings.substr(header, 0, 8), _PNG_MAGIC),
+            tf.equal(tf.strings.substr(header, 24, 1), b"\x10"),  # IHDR bit depth
+        )
+        is_jpeg = tf.equal(tf.strings.substr(header, 0, 3), b"\xff\xd8\xff")
+        pixels = tf.case(
+            [
+                (is_16bit, lambda: tf.cast(tf.io.decode_png(data, dtype=tf.uint16), tf.float32) / 65535.0),
+                # libjpeg's accurate integer IDCT, as Pillow/OpenCV: TF's default (fast) IDCT is off
+                # by up to 4 levels, which would make served pixels differ from `upscale`'s.
+                (is_jpeg, lambda: tf.cast(tf.io.decode_jpeg(data, dct_method="INTEGER_ACCURATE"), tf.float32)
+                 / 255.0),
+            ],
+            default=lambda: tf.cast(tf.io.decode_image(data, channels=0, expand_animations=False), tf.float32)
+            / 255.0,
+            exclusive=False,
+        )
+        return pixels, is_16bit
+
+    def _upscale_image(self, image, outscale):
+        """Same conventions as `inference.Upscaler`: gray in -> gray out (BT.601 luma of the RGB
+        result), alpha through the network unless constant, 16-bit PNG in -> 16-bit out, Lanczos-3
+        (antialiased when shrinking, as Pillow) on the quantised result for `outscale`."""
+        tf.debugging.assert_positive(outscale, message="outscale must be > 0")
+        pixels, is_16bit = self._decode(image)
+        max_value = tf.where(is_16bit, 65535.0, 255.0)
+        shape = tf.shape(pixels)
+        height, width, channels = shape[0], shape[1], shape[2]
+        luma = tf.constant(_LUMA, tf.float32)
+
+        def as_rgb(plane):  # [H, W, 1] -> [H, W, 3], like cv2 GRAY2RGB
+            return tf.tile(plane, [1, 1, 3])
+
+        def quantize(values):
+            return tf.round(tf.clip_by_value(values, 0.0, 1.0) * max_value)
+
+        def to_gray(sr):
+            return tf.reduce_sum(sr * luma, axis=-1, keepdims=True)
+
+        is_color = channels >= 3
+        rgb = tf.cond(is_color, lambda: pixels[:, :, :3], lambda: as_rgb(pixels[:, :, :1]))
+        sr = self.tiled_upscale(rgb)
+        color = quantize(tf.cond(is_color, lambda: sr, lambda: to_gray(sr)))
+        has_alpha = tf.logical_or(tf.equal(channels, 2), tf.equal(channels, 4))
+
+        def upscale_alpha():
+            plane = pixels[:, :, -1:]
+            constant = tf.equal(tf.reduce_min(plane), tf.reduce_max(plane))
+            return tf.cond(
+                constant,  # an opaque image saved with alpha: nothing for a network to add
+                lambda: tf.fill(
+                    tf.concat([tf.shape(color)[:2], [1]], 0), tf.round(plane[0, 0, 0] * max_value)
+                ),
+                # The official default alpha upsampler: the alpha plane goes through the network too.
+                lambda: quantize(to_gray(self.tiled_upscale(as_rgb(plane)))),
+            )
+
+        alpha = tf.cond(has_alpha, upscale_alpha, lambda: tf.zeros_like(color[:, :, :0]))
+        out = tf.concat([color, alpha], axis=-1)  # [H*s, W*s, C], integer values as float
+
+        out_h = tf.maximum(1, tf.cast(tf.cast(height, tf.float32) * outscale, tf.int32))  # int() truncates
+        out_w = tf.maximum(1, tf.cast(tf.cast(width, tf.float32) * outscale, tf.int32))
+        needs_resize = tf.logical_and(
+            tf.not_equal(outscale, float(self.scale)),
+            tf.logical_or(tf.not_equal(out_h, height * self.scale), tf.not_equal(out_w, width * self.scale)),
+        )
+        out = tf.cond(
+            needs_resize,
+            lambda: tf.clip_by_value(
+                tf.round(tf.image.resize(out, tf.stack([out_h, out_w]), method="lanczos3", antialias=True)),
+                0.0,
+                max_value,
+            ),
+            lambda: out,
+        )
+        png = tf.cond(
+            is_16bit,
+            lambda: tf.io.encode_png(tf.cast(out, tf.uint16)),
+            lambda: tf.io.encode_png(tf.cast(out, tf.uint8)),
+        )
+        return {"png_bytes": png}
+
+
+def next_version(base_dir: str) -> int:
+    """TensorFlow Serving serves the highest numeric sub-folder: the next one is max + 1."""
+    versions = [int(d) for d in os.listdir(base_dir) if d.isdigit()] if os.path.isdir(base_dir) else []
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(
+    generator, base_dir: str, *, version: int | None = None, config: ServingConfig = ServingConfig()
+) -> str:
+    """Writes `base_dir/<version>/` (TensorFlow Serving's layout) and returns that path.
+
+    Saved into a temporary sibling folder and renamed at the end: TensorFlow Serving polls the
+    base folder and must never pick up a half-written version.
+    """
+    version = next_version(base_dir) if version is None else int(version)
+    target = os.path.join(base_dir, str(version))
+    if os.path.exists(target):
+        raise ExportError(f"{target}: version already exists (pick another --version)")
+    os.makedirs(base_dir, exist_ok=True)
+    module = SuperResolutionModule(generator, config)
+    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=base_dir)
+    try:
+        tf.saved_model.save(module, tmp, signatures=module.signatures())
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+# -- TFLite -----------------------------------------------------------------------------------
+def degraded_lr_crops(
+    images: Iterable[np.ndarray], *, size: int, scale: int, count: int, seed: int = 0
+) -> list[np.ndarray]:
+    """Calibration inputs for full-int8: LR crops [size, size, 3] float32 in [0, 1] of real photos.
+
+    A simple stand-in for the training degradation (Gaussian blur sigma U(0.2, 3), bicubic
+    downscale by `scale`, JPEG quality U(30, 95)): what matters for calibration is that the
+    activation ranges match what the model sees on real degraded inputs.
+    """
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    sources = [np.asarray(im)[..., :3] if np.asarray(im).ndim == 3 else np.asarray(im) for im in images]
+    sources = [np.repeat(s[..., None], 3, -1) if s.ndim == 2 else s for s in sources]
+    if not sources:
+        raise ExportError("no calibration images")
+    crops = []
+    for k in range(count):
+        src = sources[k % len(sources)]
+        if src.dtype == np.uint16:
+            src = (src // 257).astype(np.uint8)
+        im = Image.fromarray(src.astype(np.uint8), "RGB")
+        im = im.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.2, 3.0))))
+        w, h = im.size
+        lr_w, lr_h = max(size, w // scale), max(size, h // scale)
+        im = im.resize((lr_w, lr_h), Image.BICUBIC)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=int(rng.integers(30, 96)))
+        lr = np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255.0
+        y = int(rng.integers(0, lr.shape[0] - size + 1))
+        x = int(rng.integers(0, lr.shape[1] - size + 1))
+        crops.append(lr[y : y + size, x : x + size])
+    return crops
+
+
+def fixed_size_model(generator, input_size: int):
+    """The generator behind a static [1, input_size, input_size, 3] input (TFLite wants static shapes)."""
+    import keras
+
+    if input_size % input_multiple(generator):
+        raise ExportError(f"input_size {input_size} must be a multiple of {input_multiple(generator)}")
+    lr = keras.Input(batch_shape=(1, input_size, input_size, 3), name="lr", dtype="float32")
+    return keras.Model(lr, generator(lr), name=f"{generator.name}_{input_size}")
+
+
+def export_tflite(
+    generator,
+    path: str | None = None,
+    *,
+    quantization: Quantization = Quantization.FP32,
+    input_size: int = 128,
+    calibration: Iterable[np.ndarray] | None = None,
+) -> bytes:
+    """Converts to a builtin-ops-only TFLite flatbuffer with a fixed LR input; writes it if `path`.
+
+    `calibration`: LR crops [input_size, input_size, 3] float32 in [0, 1] (needed for INT8).
+    Input and output stay float32 in every mode, so one runner serves all of them.
+    """
+    from real_esrgan_tf.tflite_runner import check_builtin_ops
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(fixed_size_model(generator, input_size))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: runs on phones
+    if quantization is not Quantization.FP32:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization is Quantization.FP16:
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization is Quantization.INT8:
+        if calibration is None:
+            raise ExportError("int8 quantization needs calibration LR crops")
+        crops = [np.asarray(c, np.float32) for c in calibration]
+        bad = [c.shape for c in crops if c.shape != (input_size, input_size, 3)]
+        if not crops or bad:
+            raise ExportError(
+                f"calibration crops must be [{input_size}, {input_size}, 3], got {bad or 'none'}"
+            )
+
+        def representative_dataset() -> Iterator[list[np.ndarray]]:
+            for crop in crops:
+                yield [crop[None]]
+
+        converter.representative_dataset = representative_dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    content = converter.convert()
+    check_builtin_ops(content)
+    if path:
+        from real_esrgan_tf.images import write_bytes_atomic
+
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write_bytes_atomic(path, content)
+    return content
+
+
+# -- command line -----------------------------------------------------------------------------
+FORMATS = ("saved_model", "tflite")
+
+
+def define_flags(fv) -> None:
+    from absl import flags
+
+    flags.DEFINE_string(
+        "model", None,
+        "Pretrained name (realesrgan-x4plus, realesrgan-x4plus-anime-6b, realesr-animevideov3), "
+        "a .pth or .weights.h5 file, or a training --model_dir (its exported EMA generator).",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum("format", "saved_model", FORMATS, "What to write.", flag_values=fv)
+    flags.DEFINE_string(
+        "output", None,
+        "saved_model: the model's base folder (savedmodels/<name>); the version goes below it. "
+        "tflite: the .tflite file.",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("version", None, "SavedModel version folder (default: highest existing + 1).",
+                         flag_values=fv)
+    flags.DEFINE_integer("tile", 256, "upscale_image: LR tile size inside the graph (0 = no tiling).",
+                         flag_values=fv)
+    flags.DEFINE_integer("tile_pad", 10, "upscale_image: context pixels around each tile.", flag_values=fv)
+    flags.DEFINE_enum("quantization", "fp32", [q.value for q in Quantization], "TFLite precision.",
+                      flag_values=fv)
+    flags.DEFINE_integer(
+        "input_size", 128, "TFLite: fixed LR input side (the tiled runner covers any image).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "calibration_images", None,
+        "TFLite int8: folder of real photos to degrade into calibration crops (default: bundled samples).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("calibration_crops", 64, "TFLite int8: number of calibration crops.", flag_values=fv)
+    flags.mark_flags_as_required(["model", "output"], flag_values=fv)
+
+
+def exported_weights_in(model_dir: str) -> str:
+    """The generator weights a training run exported into its --model_dir (EMA weights)."""
+    pattern = os.path.join(model_dir, "**", "*.weights.h5")
+    found = sorted(glob.glob(pattern, recursive=True), key=os.path.getmtime)
+    if not found:
+        raise ExportError(
+            f"{model_dir}: no exported generator (*.weights.h5) in this training folder; "
+            "export the EMA generator from training first"
+        )
+    return found[-1]  # the newest export
+
+
+def load_generator_for_export(model: str):
+    """Name, .pth, .weights.h5 or training folder -> keras generator."""
+    try:
+        from real_esrgan_tf.weights import load_generator
+    except ImportError as e:
+        raise ExportError(f"{model}: cannot load weights ({e})") from None
+    source = exported_weights_in(model) if os.path.isdir(model) else model
+    return load_generator(source)
+
+
+def _calibration_photos(folder: str | None) -> list[np.ndarray]:
+    from real_esrgan_tf.images import read_image
+
+    folder = folder or os.path.join(os.path.dirname(__file__), "samples")
+    paths = sorted(p for p in glob.glob(os.path.join(folder, "*")) if os.path.isfile(p))
+    photos = [read_image(p).pixels for p in paths]
+    if not photos:
+        raise ExportError(f"{folder}: no calibration images")
+    return photos
+
+
+def run(fv) -> int:
+    import sys
+
+    from real_esrgan_tf.images import ImageError
+
+    try:
+        generator = load_generator_for_export(fv.model)
+        if fv.format == "saved_model":
+            path = export_saved_model(
+                generator, fv.output, version=fv.version, config=ServingConfig(fv.tile, fv.tile_pad)
+            )
+        else:
+            quantization = Quantization(fv.quantization)
+            calibration = None
+            if quantization is Quantization.INT8:
+                calibration = degraded_lr_crops(
+                    _calibration_photos(fv.calibration_images),
+                    size=fv.input_size, scale=generator_scale(generator), count=fv.calibration_crops,
+                )
+            export_tflite(generator, fv.output, quantization=quantization, input_size=fv.input_size,
+                          calibration=calibration)
+            path = fv.output
+    except (ExportError, ImageError, OSError, ValueError) as e:
+        print(f"real-esrgan-tf export: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0

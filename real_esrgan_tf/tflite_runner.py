@@ -1,0 +1,144 @@
+"""Run an exported TFLite generator on images of any size with `ai_edge_litert`.
+
+The TFLite model has one fixed LR input [1, T, T, 3] (phones want static shapes). `TFLiteGenerator`
+covers an image with T x T windows that overlap by `2 * tile_pad`, runs each window and keeps the
+centre ("core") of each, so every kept pixel had at least `tile_pad` LR pixels of real context on
+each side (or the true image border, where the network saw its usual zero padding). Windows always
+have the full size T, clamped inside the image, so no window runs on padding that the untiled
+model would not see; only images smaller than T are padded (edge-replicated) up to T.
+
+It is a backend for `real_esrgan_tf.inference` (`SuperResolver`): a callable NHWC float32
+[1, h, w, 3] -> [1, h*s, w*s, 3] with `scale` and the fixed `input_size` (T, T). The Upscaler
+does its own tiling over that window; called directly, `TFLiteGenerator` tiles by itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _interpreter_module():
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError as e:  # the `tflite` extra
+        raise ImportError(f"TFLite models need ai-edge-litert (the `tflite` extra): {e}") from None
+    return interpreter
+
+
+class TFLiteModelError(Exception):
+    """A TFLite file that cannot be used here; the message names the file and the reason."""
+
+
+def check_builtin_ops(model_content: bytes, name: str = "<tflite>") -> set[str]:
+    """Op names of the flatbuffer; raises if it needs anything beyond the builtin op set.
+
+    Loaded with the builtin-only resolver and no delegates, so Flex (TensorFlow) and custom ops
+    fail to resolve here exactly as they would on a phone without the Flex delegate.
+    """
+    litert = _interpreter_module()
+    try:
+        interp = litert.Interpreter(
+            model_content=model_content,
+            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError) as e:
+        reason = str(e).splitlines()[0]
+        raise TFLiteModelError(f"{name}: not runnable with builtin TFLite ops ({reason})") from None
+    ops = {op["op_name"] for op in interp._get_ops_details()}
+    foreign = {op for op in ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")}
+    if foreign:
+        raise TFLiteModelError(f"{name}: non-builtin ops {sorted(foreign)}")
+    return ops
+
+
+def windows(length: int, size: int, pad: int) -> list[tuple[int, int, int]]:
+    """(window_start, core_start, core_end) along one axis of `length` >= `size` pixels.
+
+    Cores tile [0, length) exactly; each window [start, start + size) contains its core plus at
+    least `pad` pixels on each side that are inside the image.
+    """
+    if size <= 2 * pad:
+        raise ValueError(f"window {size} must exceed twice the tile_pad {pad}")
+    if length <= size:
+        return [(0, 0, length)]
+    out = []
+    core_start = 0
+    while core_start < length:
+        start = min(max(core_start - pad, 0), length - size)
+        core_end = length if start + size >= length else start + size - pad
+        out.append((start, core_start, core_end))
+        core_start = core_end
+    return out
+
+
+class TFLiteGenerator:
+    """A fixed-input TFLite generator made to work on any image size.
+
+    path: the .tflite file; num_threads: CPU threads (XNNPACK delegate, on by default);
+    tile_pad: LR context kept around each window's core.
+    """
+
+    def __init__(self, path: str, *, num_threads: int = 2, tile_pad: int = 10):
+        litert = _interpreter_module()
+        self.path = path
+        try:
+            self._interp = litert.Interpreter(model_path=path, num_threads=num_threads)
+            self._interp.allocate_tensors()
+        except (RuntimeError, ValueError) as e:
+            raise TFLiteModelError(f"{path}: cannot load TFLite model ({str(e).splitlines()[0]})") from None
+        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise TFLiteModelError(
+                f"{path}: expected one input and one output, got {len(inputs)}/{len(outputs)}"
+            )
+        in_shape, out_shape = tuple(inputs[0]["shape"]), tuple(outputs[0]["shape"])
+        if len(in_shape) != 4 or in_shape[0] != 1 or in_shape[1] != in_shape[2] or in_shape[3] != 3:
+            raise TFLiteModelError(f"{path}: input must be [1, T, T, 3], got {list(in_shape)}")
+        if out_shape[1] % in_shape[1] or out_shape[3] != 3:
+            raise TFLiteModelError(f"{path}: output {list(out_shape)} is not an upscaled {list(in_shape)}")
+        self._input, self._output = inputs[0], outputs[0]
+        self.tile_size = int(in_shape[1])  # T
+        self.input_size = (self.tile_size, self.tile_size)  # what `inference.SuperResolver` reads
+        self.scale = int(out_shape[1] // in_shape[1])
+        self.tile_pad = min(int(tile_pad), (self.tile_size - 1) // 2)
+        self.dtype = np.dtype(inputs[0]["dtype"])
+
+    def run_window(self, window: np.ndarray) -> np.ndarray:
+        """[T, T, 3] float32 -> [T*s, T*s, 3] float32."""
+        x = window[None].astype(np.float32)
+        if self.dtype != np.float32:  # a model exported with integer I/O
+            scale, zero = self._input["quantization"]
+            x = np.clip(np.round(x / scale + zero), np.iinfo(self.dtype).min, np.iinfo(self.dtype).max)
+            x = x.astype(self.dtype)
+        self._interp.set_tensor(self._input["index"], x)
+        self._interp.invoke()
+        y = self._interp.get_tensor(self._output["index"])[0]
+        if y.dtype != np.float32:
+            scale, zero = self._output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+    def __call__(self, lr) -> np.ndarray:
+        """[1, h, w, 3] float32 in [0, 1] -> [1, h*s, w*s, 3] float32 (not clipped)."""
+        lr = np.asarray(lr, np.float32)
+        if lr.ndim != 4 or lr.shape[0] != 1 or lr.shape[3] != 3:
+            raise ValueError(f"expected [1, h, w, 3], got {list(lr.shape)}")
+        image = lr[0]
+        h, w = image.shape[:2]
+        size, s = self.tile_size, self.scale
+        if h < size or w < size:
+            image = np.pad(image, [(0, max(size - h, 0)), (0, max(size - w, 0)), (0, 0)], mode="edge")
+        ph, pw = image.shape[:2]
+        out = np.empty((ph * s, pw * s, 3), np.float32)
+        for ys, cy0, cy1 in windows(ph, size, self.tile_pad):
+            for xs, cx0, cx1 in windows(pw, size, self.tile_pad):
+                sr = self.run_window(image[ys : ys + size, xs : xs + size])
+                out[cy0 * s : cy1 * s, cx0 * s : cx1 * s] = sr[
+                    (cy0 - ys) * s : (cy1 - ys) * s, (cx0 - xs) * s : (cx1 - xs) * s
+                ]
+        return out[None, : h * s, : w * s]
+
+
+# The name `real_esrgan_tf.inference` loads .tflite files with.
+TFLiteSuperResolver = TFLiteGenerator
