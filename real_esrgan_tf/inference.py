@@ -471,7 +471,11 @@ def load_model(fv) -> tuple[object, float | None]:
             from real_esrgan_tf import tflite_runner
         except ImportError as e:
             raise _UserError(f"{spec}: TFLite models need real_esrgan_tf.tflite_runner ({e})") from None
-        return tflite_runner.TFLiteSuperResolver(spec), None
+        try:
+            return tflite_runner.TFLiteSuperResolver(spec), None
+        except Exception as e:  # TFLiteModelError, or ImportError without ai-edge-litert
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise _UserError(message if spec in message else f"{spec}: {message}") from None
     try:
         from real_esrgan_tf import weights
     except ImportError as e:
