@@ -18,7 +18,10 @@ from real_esrgan_tf.degradations.config import (
     ResizeDirection,
     ResizeMode,
 )
+from real_esrgan_tf.degradations.degrader import RealESRGANDegrader
+from real_esrgan_tf.degradations.filtering import USMSharp
 from real_esrgan_tf.degradations.kernels import KERNEL_SIZE, sample_kernels
+from real_esrgan_tf.degradations.pool import TrainingPairPool
 
 __all__ = [
     "KERNEL_SIZE",
@@ -28,8 +31,11 @@ __all__ = [
     "KernelMix",
     "KernelType",
     "NoiseResizeConfig",
+    "RealESRGANDegrader",
     "ResizeChoice",
     "ResizeDirection",
     "ResizeMode",
+    "TrainingPairPool",
+    "USMSharp",
     "sample_kernels",
 ]

@@ -1,0 +1,179 @@
+"""The official second-order degradation (RealESRGANModel.feed_data) as one in-graph function.
+
+Shapes are static everywhere (XLA): an image whose size is drawn per batch lives in the top-left
+of a fixed canvas with zeros around it (see resize.py). To avoid paying for the largest canvas on
+every batch, the first stage's post-resize work (noise, JPEG, second blur, second resize) runs in a
+`tf.switch_case` over a few canvas sizes ("buckets"); only the taken branch executes, in graph mode
+and under XLA alike. Canvas sides are multiples of 16 and zero outside the image, so DiffJPEG on the
+canvas equals the official zero-pad-to-16 DiffJPEG on the image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from real_esrgan_tf.degradations.config import DegradationConfig, NoiseResizeConfig, ResizeDirection
+from real_esrgan_tf.degradations.filtering import USMSharp, filter2d
+from real_esrgan_tf.degradations.jpeg import diff_jpeg
+from real_esrgan_tf.degradations.kernels import categorical
+from real_esrgan_tf.degradations.noise import gaussian_noise, poisson_noise
+from real_esrgan_tf.degradations.resize import output_size, resize
+
+_INT_RANGE = {"minval": -(2**31) + 1, "maxval": 2**31 - 1, "dtype": tf.int32}
+
+
+def _ceil16(n: int) -> int:
+    return -(-n // 16) * 16
+
+
+def _valid_mask(capacity: tuple[int, int], hw) -> tf.Tensor:
+    """[1, Hc, Wc, 1] bool: True on the top-left (h, w) of the canvas."""
+    rows = tf.range(capacity[0])[:, None] < hw[0]
+    cols = tf.range(capacity[1])[None, :] < hw[1]
+    return (rows & cols)[None, :, :, None]
+
+
+def _draw_resize(cfg: NoiseResizeConfig, u_direction, u_scale, u_mode):
+    """Per-batch resize draw: direction by resize_prob, scale U(1, hi) / U(lo, 1) / 1, mode uniform."""
+    direction = categorical(u_direction, cfg.resize_prob.as_tuple())
+    lo, hi = cfg.resize_range
+    scale = tf.gather(tf.stack([1.0 + (hi - 1.0) * u_scale, lo + (1.0 - lo) * u_scale, tf.constant(1.0)]),
+                      direction)
+    mode = tf.minimum(tf.cast(tf.floor(u_mode * 3.0), tf.int32), 2)
+    return direction, scale, mode
+
+
+class RealESRGANDegrader:
+    """`degrader(gt, kernels, seed) -> (lq, gt, gt_usm)`: a pure function of its inputs.
+
+    gt: float32 [B, H, W, 3] in [0, 1] with static H, W >= gt_size (official: 400x400 crops);
+    kernels: `sample_kernels(config, seed, batch_size=B)` (each [B, 21, 21]); seed: int [2].
+    Returns lq [B, gt_size/scale, gt_size/scale, 3] (8-bit levels in [0, 1]) and gt, gt_usm
+    [B, gt_size, gt_size, 3], cropped at one random location per batch as the official code does.
+    With `return_params=True`, also a dict of every drawn value (batch scalars and [B] vectors).
+    """
+
+    def __init__(self, config: DegradationConfig | None = None, num_buckets: int = 4):
+        self.config = config or DegradationConfig()
+        self.num_buckets = num_buckets
+        self.usm = USMSharp(self.config.usm_kernel_size, self.config.usm_sigma, self.config.usm_weight,
+                            self.config.usm_threshold)
+
+    def _stage1_caps(self, height: int, width: int) -> list[tuple[int, int]]:
+        hi = self.config.stage1.resize_range[1]
+        max_h, max_w = math.floor(height * hi), math.floor(width * hi)
+        caps = []
+        for i in range(1, self.num_buckets + 1):
+            fraction = i / self.num_buckets
+            cap = (_ceil16(math.ceil(max_h * fraction)), _ceil16(math.ceil(max_w * fraction)))
+            if cap not in caps:
+                caps.append(cap)
+        return caps
+
+    def __call__(self, gt, kernels, seed, return_params: bool = False):
+        cfg = self.config
+        gt = tf.convert_to_tensor(gt, tf.float32)
+        _, height, width, _ = gt.shape
+        if height is None or width is None:
+            raise ValueError("RealESRGANDegrader needs a static GT height and width (set the crop size)")
+        if height < cfg.gt_size or width < cfg.gt_size:
+            raise ValueError(f"GT {height}x{width} is smaller than gt_size {cfg.gt_size}")
+        lq_hw = (height // cfg.scale, width // cfg.scale)
+        batch = tf.shape(gt)[0]
+
+        seeds = tf.random.stateless_uniform([6, 2], seed=seed, **_INT_RANGE)
+        ub = tf.random.stateless_uniform([16], seed=seeds[0])  # per-batch draws
+        us = tf.random.stateless_uniform(tf.stack([batch, 8]), seed=seeds[1])  # per-sample draws
+        s1, s2 = cfg.stage1, cfg.stage2
+        dir1, scale1, mode1 = _draw_resize(s1, ub[0], ub[1], ub[2])
+        gauss1 = ub[3] < s1.gaussian_noise_prob
+        blur2 = ub[4] < cfg.second_blur_prob
+        dir2, scale2, mode2 = _draw_resize(s2, ub[5], ub[6], ub[7])
+        gauss2 = ub[8] < s2.gaussian_noise_prob
+        resize_first = ub[9] < 0.5  # final order: [resize, sinc, JPEG] else [JPEG, resize, sinc]
+        mode3 = tf.minimum(tf.cast(tf.floor(ub[10] * 3.0), tf.int32), 2)
+
+        def between(u, r):
+            return r[0] + (r[1] - r[0]) * u
+
+        sigma1, gray1 = between(us[:, 0], s1.noise_range), us[:, 1] < s1.gray_noise_prob
+        pscale1, quality1 = between(us[:, 2], s1.poisson_scale_range), between(us[:, 3], s1.jpeg_range)
+        sigma2, gray2 = between(us[:, 4], s2.noise_range), us[:, 5] < s2.gray_noise_prob
+        pscale2, quality2 = between(us[:, 6], s2.poisson_scale_range), between(us[:, 7], s2.jpeg_range)
+
+        def add_noise(canvas, valid, gauss, sigma, pscale, gray, noise_seed):
+            noise = tf.cond(gauss, lambda: gaussian_noise(canvas, sigma, gray, noise_seed),
+                            lambda: poisson_noise(canvas, pscale, gray, noise_seed, valid))
+            return tf.clip_by_value(canvas + noise, 0.0, 1.0) * tf.cast(valid, tf.float32)
+
+        # ---- first stage: USM -> blur -> resize (scale_factor) -> noise -> JPEG
+        gt_usm = self.usm(gt)
+        blurred = filter2d(gt_usm, kernels["kernel1"])
+        hw1 = (output_size(height, scale1), output_size(width, scale1))
+        hw2 = (output_size(height / cfg.scale, scale2), output_size(width / cfg.scale, scale2))
+        cap2 = (_ceil16(math.floor(height / cfg.scale * s2.resize_range[1])),
+                _ceil16(math.floor(width / cfg.scale * s2.resize_range[1])))
+
+        def stage1_tail(cap):
+            def branch():
+                valid = _valid_mask(cap, hw1)
+                canvas = resize(blurred, (height, width), hw1, cap, mode1, scale=scale1)
+                canvas = add_noise(canvas, valid, gauss1, sigma1, pscale1, gray1, seeds[2])
+                canvas = diff_jpeg(canvas, quality1) * tf.cast(valid, tf.float32)
+                # ---- second stage: blur (p 0.8) -> resize to size(H / scale * s2)
+                canvas = tf.cond(blur2, lambda: filter2d(canvas, kernels["kernel2"], hw1), lambda: canvas)
+                return resize(canvas, hw1, hw2, cap2, mode2)
+            return branch
+
+        caps = self._stage1_caps(height, width)
+        bucket = tf.maximum(
+            tf.reduce_sum(tf.cast(hw1[0] > tf.constant([c[0] for c in caps]), tf.int32)),
+            tf.reduce_sum(tf.cast(hw1[1] > tf.constant([c[1] for c in caps]), tf.int32)))
+        bucket = tf.minimum(bucket, len(caps) - 1)
+        canvas = tf.switch_case(bucket, [stage1_tail(c) for c in caps])
+        valid2 = _valid_mask(cap2, hw2)
+        canvas = add_noise(canvas, valid2, gauss2, sigma2, pscale2, gray2, seeds[3])
+
+        # ---- final: resize to H / scale + sinc and JPEG, in a random order
+        sinc = kernels["sinc_kernel"]
+
+        def resize_sinc_jpeg():
+            out = resize(canvas, hw2, lq_hw, lq_hw, mode3)
+            out = tf.clip_by_value(filter2d(out, sinc), 0.0, 1.0)
+            return diff_jpeg(out, quality2)
+
+        def jpeg_resize_sinc():
+            out = diff_jpeg(canvas, quality2) * tf.cast(valid2, tf.float32)  # canvas already in [0, 1]
+            return filter2d(resize(out, hw2, lq_hw, lq_hw, mode3), sinc)
+
+        out = tf.cond(resize_first, resize_sinc_jpeg, jpeg_resize_sinc)
+        lq = tf.clip_by_value(tf.round(out * 255.0), 0.0, 255.0) / 255.0
+
+        # ---- paired random crop, one location for the batch (official paired_random_crop)
+        lq_patch = cfg.gt_size // cfg.scale
+        top = tf.minimum(tf.cast(ub[11] * (lq_hw[0] - lq_patch + 1), tf.int32), lq_hw[0] - lq_patch)
+        left = tf.minimum(tf.cast(ub[12] * (lq_hw[1] - lq_patch + 1), tf.int32), lq_hw[1] - lq_patch)
+        if (height, width) != (cfg.gt_size, cfg.gt_size):
+            gt_top, gt_left = top * cfg.scale, left * cfg.scale
+            gt = tf.slice(gt, tf.stack([0, gt_top, gt_left, 0]), [-1, cfg.gt_size, cfg.gt_size, 3])
+            gt_usm = tf.slice(gt_usm, tf.stack([0, gt_top, gt_left, 0]), [-1, cfg.gt_size, cfg.gt_size, 3])
+        if lq_hw != (lq_patch, lq_patch):
+            lq = tf.slice(lq, tf.stack([0, top, left, 0]), [-1, lq_patch, lq_patch, 3])
+        if not return_params:
+            return lq, gt, gt_usm
+        params = {
+            "resize1_direction": dir1, "resize1_scale": scale1, "resize1_mode": mode1,
+            "resize1_size": tf.stack(hw1), "gaussian_noise1": gauss1, "second_blur": blur2,
+            "resize2_direction": dir2, "resize2_scale": scale2, "resize2_mode": mode2,
+            "resize2_size": tf.stack(hw2), "gaussian_noise2": gauss2, "final_resize_first": resize_first,
+            "final_resize_mode": mode3, "crop_top": top, "crop_left": left,
+            "noise1_sigma": sigma1, "noise1_gray": gray1, "poisson1_scale": pscale1,
+            "jpeg1_quality": quality1, "noise2_sigma": sigma2, "noise2_gray": gray2,
+            "poisson2_scale": pscale2, "jpeg2_quality": quality2,
+        }
+        return (lq, gt, gt_usm), params
+
+
+ResizeDirection = ResizeDirection  # re-exported for readers of params["resize*_direction"]
