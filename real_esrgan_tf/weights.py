@@ -160,8 +160,12 @@ def _unknown_name_message(name) -> str:
 def load_generator(
     name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, cache_dir=None
 ) -> keras.Model:
-    """A generator with its weights loaded, built under `dtype` (a dtype or policy name, e.g.
-    "mixed_bfloat16"; None = the Keras default)."""
+    """A generator with its weights loaded.
+
+    `dtype` is passed to the generator's constructor (e.g. "float16", "bfloat16"; None = float32):
+    the weights are converted in float32 and cast once. Raises WeightsError (one line, naming the
+    file or name) for anything that cannot be loaded, MissingDependencyError for a missing extra.
+    """
     info = find_pretrained(name_or_path)
     if info is not None:
         param_path, bin_path = ncnn_files(info)
@@ -273,30 +277,46 @@ def _deserialize(record: dict, dtype) -> keras.Model:
     return keras.saving.deserialize_keras_object(record)
 
 
+class _UnreadableWeightsFile(WeightsError):
+    """The file itself is bad (not HDF5, no record, weights not fitting): a cache entry gets rebuilt."""
+
+
 def _load_saved(path: str, dtype) -> keras.Model:
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
             record = f.attrs.get(_ARCH_ATTR)
-    except OSError as e:
-        raise WeightsError(f"{path}: not a readable HDF5 weights file ({_first_line(e)})") from e
+        record = None if record is None else json.loads(record)
+    except (OSError, ValueError) as e:
+        raise _UnreadableWeightsFile(f"{path}: not a readable HDF5 weights file ({_first_line(e)})") from e
     if record is None:
-        raise WeightsError(
+        raise _UnreadableWeightsFile(
             f"{path}: no architecture record in this .weights.h5 (write it with "
             "real_esrgan_tf.weights.save_generator, or load it into a model you build yourself)"
         )
     try:
-        model = _deserialize(json.loads(record), dtype)
+        model = _deserialize(record, dtype)
     except Exception as e:
-        raise WeightsError(
+        if dtype is not None:
+            try:
+                _deserialize(record, None)
+            except Exception:
+                pass
+            else:  # the record is fine, `dtype` is not
+                raise WeightsError(
+                    f"{path}: cannot build the model with dtype {dtype!r} ({_first_line(e)})"
+                ) from e
+        raise _UnreadableWeightsFile(
             f"{path}: cannot rebuild the model from its architecture record ({_first_line(e)})"
         ) from e
     try:
         if not _set_weights_by_layer_name(model, path):
             model.load_weights(path)
     except Exception as e:
-        raise WeightsError(f"{path}: weights do not fit the recorded architecture ({_first_line(e)})") from e
+        raise _UnreadableWeightsFile(
+            f"{path}: weights do not fit the recorded architecture ({_first_line(e)})"
+        ) from e
     return model
 
 
@@ -338,12 +358,15 @@ def _load_keras_file(path: str, dtype) -> keras.Model:
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:
         raise WeightsError(f"{path}: cannot load Keras model ({_first_line(e)})") from e
-    return model if dtype is None else _rebuild(model, dtype)
+    return model if dtype is None else _rebuild(model, dtype, path)
 
 
-def _rebuild(model: keras.Model, dtype) -> keras.Model:
-    """The same model under another dtype policy, same weights (cast by the variables)."""
-    rebuilt = _deserialize(keras.saving.serialize_keras_object(model), dtype)
+def _rebuild(model: keras.Model, dtype, source: str) -> keras.Model:
+    """The same model under another dtype, same weights (cast by the variables)."""
+    try:
+        rebuilt = _deserialize(keras.saving.serialize_keras_object(model), dtype)
+    except Exception as e:
+        raise WeightsError(f"{source}: cannot build the model with dtype {dtype!r} ({_first_line(e)})") from e
     rebuilt.set_weights(model.get_weights())
     return rebuilt
 
@@ -384,7 +407,7 @@ def _load_converted(source_paths, stem, convert: Callable[[], keras.Model], dtyp
     if entry.exists():
         try:
             return _load_saved(str(entry), dtype)
-        except WeightsError as e:
+        except _UnreadableWeightsFile as e:
             log.warning("discarding corrupt cache entry %s (%s)", entry, e)
             entry.unlink(missing_ok=True)
     model = convert()  # float32 variables, so the cache keeps full precision
@@ -392,7 +415,7 @@ def _load_converted(source_paths, stem, convert: Callable[[], keras.Model], dtyp
         save_generator(model, entry)
     except OSError as e:
         log.warning("cannot write weights cache %s (%s); the next load converts again", entry, e)
-    return model if dtype is None else _rebuild(model, dtype)
+    return model if dtype is None else _rebuild(model, dtype, source_paths[0])
 
 
 # ---------------------------------------------------------------------------------------------
