@@ -57,6 +57,9 @@ def _compress_plane(plane: tf.Tensor, table: np.ndarray, factor: tf.Tensor) -> t
     dct = tf.constant(_DCT)
     coef = tf.einsum("ux,bhxwy,vy->bhuwv", dct, blocks, dct)
     step = tf.constant(table)[None, None, :, None, :] * factor[:, None, None, None, None]  # [B,1,8,1,8]
+    # libjpeg clamps table entries to >= 1; without it quality 100 divides by zero. This changes
+    # nothing for qualities <= 95 (the smallest official step is 10 * 0.1 = 1).
+    step = tf.maximum(step, 1.0)
     coef = tf.round(coef / step) * step
     pixels = tf.einsum("ux,bhuwv,vy->bhxwy", dct, coef, dct) + 128.0
     return tf.reshape(pixels, [-1, height, width])
