@@ -1,0 +1,661 @@
+"""`real-esrgan-tf prepare`: image folders -> PNG sub-image crops in TFRecord shards + manifest.json.
+
+Same recipe as the official scripts: `generate_multiscale_DF2K.py` (PIL Lanczos x0.75, x0.5, x1/3 and
+a shortest-edge-400 copy) then `extract_subimages.py` (crop 400, step 200, thresh 0). Output does not
+depend on `--workers`: every crop gets a global index from the sorted file list before any work
+starts, shard k holds a fixed contiguous index range, and the parent writes records in that order
+(workers only decode, crop and encode). Resumable: a shard is written to a temp name, renamed, then
+its SHA-256 and count go to `.prepare_state/`; a rerun keeps shards whose checksum still matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+
+import numpy as np
+from absl import flags, logging
+from PIL import Image
+
+from real_esrgan_tf import images
+from real_esrgan_tf.data.records import MANIFEST_NAME, SHARD_SUFFIX, CropRecord
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+STATE_DIR = ".prepare_state"
+MANIFEST_FORMAT = "real-esrgan-tf shards v1"
+# Official generate_multiscale_DF2K.py: scale_list and shortest_edge.
+MULTISCALE_FACTORS = (0.75, 0.5, 1 / 3)
+SHORTEST_EDGE = 400
+DEFAULT_CROPS_PER_SHARD = 512
+
+
+class PrepareError(Exception):
+    """A problem with the inputs or the output folder; the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """Everything that determines the output bytes (not the worker count)."""
+
+    inputs: tuple[str, ...] = ()
+    gt: str = ""
+    lq: str = ""
+    scale: int = 4
+    crop: int = 400
+    step: int = 200
+    thresh: int = 0
+    multiscale: bool = False
+    num_shards: int = 0  # 0: one shard per DEFAULT_CROPS_PER_SHARD crops
+
+    @property
+    def paired(self) -> bool:
+        return bool(self.gt)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A resized copy of a source image; name is stored in image/variant."""
+
+    name: str
+    factor: float  # 1.0 original; 0.0 shortest-edge copy
+
+    def size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) exactly as the official script computes it (int() truncation, PIL (w, h) order)."""
+        if self.factor == 1.0:
+            return height, width
+        if self.factor > 0:
+            return int(height * self.factor), int(width * self.factor)
+        if width < height:
+            return int(SHORTEST_EDGE * (height / width)), SHORTEST_EDGE
+        return SHORTEST_EDGE, int(SHORTEST_EDGE * (width / height))
+
+
+ORIGINAL = Variant("x1", 1.0)
+MULTISCALE = (
+    Variant("x0.75", 0.75),
+    Variant("x0.5", 0.5),
+    Variant("x0.333", 1 / 3),
+    Variant(f"short{SHORTEST_EDGE}", 0.0),
+)
+
+
+def crop_starts(length: int, crop: int, step: int, thresh: int) -> list[int]:
+    """Official extract_subimages.py positions; a side shorter than the crop gives one short crop."""
+    if crop <= 0 or length <= crop:
+        return [0]
+    starts = list(range(0, length - crop + 1, step))
+    if length - (starts[-1] + crop) > thresh:
+        starts.append(length - crop)
+    return starts
+
+
+def crop_boxes(height: int, width: int, crop: int, step: int, thresh: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) boxes, rows outer, as the official loop."""
+    if crop <= 0:
+        return [(0, 0, height, width)]
+    return [
+        (y, x, min(y + crop, height), min(x + crop, width))
+        for y in crop_starts(height, crop, step, thresh)
+        for x in crop_starts(width, crop, step, thresh)
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """Consecutive crops of one (image, variant) that fall in one shard: the unit of worker work."""
+
+    shard: int
+    path: str  # absolute, to read
+    source: str  # relative, stored in records
+    variant: Variant
+    boxes: tuple[tuple[int, int, int, int], ...]
+    lq_path: str = ""
+    lq_source: str = ""
+    scale: int = 1
+
+
+@dataclasses.dataclass
+class SegmentResult:
+    shard: int
+    records: list  # CropRecord or (gt CropRecord, lq CropRecord)
+    source: str
+    planned: int
+    error: str = ""
+    gray: bool = False
+    alpha: bool = False
+    sixteen_bit: bool = False
+
+
+def _list_images(root: str) -> list[str]:
+    if not os.path.isdir(root):
+        raise PrepareError(f"{root}: not a folder")
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                found.append(os.path.relpath(os.path.join(folder, name), root))
+    return sorted(found)
+
+
+def _header_size(path: str) -> tuple[int, int]:
+    """(h, w) from the file header, without decoding pixels; ImageError if it is not an image."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except OSError as e:
+        raise images.ImageError(path, f"not a readable image ({e})") from None
+    if h <= 0 or w <= 0:
+        raise images.ImageError(path, "empty image")
+    return h, w
+
+
+def _source_name(root: str, rel: str, roots: tuple[str, ...]) -> str:
+    """Relative path; prefixed by the input folder's name when several inputs are given."""
+    if len(roots) == 1:
+        return rel.replace(os.sep, "/")
+    return f"{os.path.basename(os.path.normpath(root))}/{rel}".replace(os.sep, "/")
+
+
+@dataclasses.dataclass
+class Plan:
+    """The global crop order and its split into shards."""
+
+    segments: list[Segment]
+    shard_sizes: list[int]
+    skipped: list[dict]
+    fingerprint: dict
+
+
+def make_plan(config: PrepareConfig) -> Plan:
+    skipped: list[dict] = []
+    units: list[tuple[Segment, int]] = []  # shard -1 placeholder, crop count
+    listing = []
+    if config.paired:
+        if config.multiscale:
+            raise PrepareError("--multiscale is for single-image mode, not --gt/--lq pairs")
+        if config.crop % config.scale or config.step % config.scale or config.thresh % config.scale:
+            raise PrepareError(f"--crop, --step and --thresh must be multiples of --scale {config.scale}")
+        gts = {os.path.splitext(r)[0]: r for r in _list_images(config.gt)}
+        lqs = {os.path.splitext(r)[0]: r for r in _list_images(config.lq)}
+        for stem in sorted(set(gts) | set(lqs)):
+            if stem not in lqs:
+                skipped.append({"path": gts[stem], "reason": "GT has no LQ file with the same name"})
+                continue
+            if stem not in gts:
+                skipped.append({"path": lqs[stem], "reason": "LQ has no GT file with the same name"})
+                continue
+            gt_path, lq_path = os.path.join(config.gt, gts[stem]), os.path.join(config.lq, lqs[stem])
+            try:
+                gh, gw = _header_size(gt_path)
+                lh, lw = _header_size(lq_path)
+            except images.ImageError as e:
+                skipped.append(
+                    {
+                        "path": os.path.relpath(e.path, config.gt if e.path == gt_path else config.lq),
+                        "reason": e.reason,
+                    }
+                )
+                continue
+            listing.append([gts[stem], gh, gw, lqs[stem], lh, lw])
+            if (gh, gw) != (lh * config.scale, lw * config.scale):
+                skipped.append(
+                    {"path": gts[stem], "reason": f"GT {gh}x{gw} is not {config.scale} x LQ {lh}x{lw}"}
+                )
+                continue
+            s = config.scale
+            boxes = [
+                (t * s, left * s, b * s, r * s)
+                for t, left, b, r in crop_boxes(
+                    lh, lw, config.crop // s, config.step // s, config.thresh // s
+                )
+            ]
+            seg = Segment(
+                -1,
+                gt_path,
+                gts[stem].replace(os.sep, "/"),
+                ORIGINAL,
+                tuple(boxes),
+                lq_path,
+                lqs[stem].replace(os.sep, "/"),
+                s,
+            )
+            units.append((seg, len(boxes)))
+    else:
+        if not config.inputs:
+            raise PrepareError("give --input DIR (or --gt DIR --lq DIR for pairs)")
+        variants = (ORIGINAL,) + (MULTISCALE if config.multiscale else ())
+        for root in config.inputs:
+            for rel in _list_images(root):
+                path = os.path.join(root, rel)
+                source = _source_name(root, rel, config.inputs)
+                try:
+                    h, w = _header_size(path)
+                except images.ImageError as e:
+                    skipped.append({"path": source, "reason": e.reason})
+                    continue
+                listing.append([source, h, w])
+                for v in variants:
+                    vh, vw = v.size(h, w)
+                    boxes = crop_boxes(vh, vw, config.crop, config.step, config.thresh)
+                    units.append((Segment(-1, path, source, v, tuple(boxes)), len(boxes)))
+    total = sum(n for _, n in units)
+    if total == 0:
+        raise PrepareError(
+            "no usable images in the inputs" + (f" ({len(skipped)} skipped)" if skipped else "")
+        )
+    num_shards = config.num_shards or math.ceil(total / DEFAULT_CROPS_PER_SHARD)
+    num_shards = max(1, min(num_shards, total))
+    bounds = [k * total // num_shards for k in range(num_shards + 1)]
+    segments: list[Segment] = []
+    start = 0
+    for seg, n in units:
+        # split this unit's crop range [start, start + n) at shard bounds
+        pos = start
+        while pos < start + n:
+            shard = int(np.searchsorted(bounds, pos, side="right")) - 1
+            end = min(start + n, bounds[shard + 1])
+            segments.append(dataclasses.replace(seg, shard=shard, boxes=seg.boxes[pos - start : end - start]))
+            pos = end
+        start += n
+    shard_sizes = [bounds[k + 1] - bounds[k] for k in range(num_shards)]
+    fingerprint = {"config": _config_dict(config), "files": listing, "num_shards": num_shards}
+    return Plan(segments, shard_sizes, skipped, fingerprint)
+
+
+def _config_dict(config: PrepareConfig) -> dict:
+    d = dataclasses.asdict(config)
+    d["inputs"] = list(d["inputs"])
+    return d
+
+
+# ----------------------------------------------------------------------------- worker side (no TensorFlow
+# unless a 16-bit image needs it)
+_cache: dict = {}
+
+
+def _load(path: str) -> tuple[np.ndarray, bool, bool]:
+    """(H, W, 3) uint8/uint16, was_gray, had_alpha; one decoded image is cached per worker."""
+    if _cache.get("path") != path:
+        decoded = images.read_image(path)
+        px = decoded.pixels
+        gray, alpha = px.shape[-1] in (1, 2), px.shape[-1] in (2, 4)
+        if alpha:
+            px = px[..., :-1]
+        if px.shape[-1] == 1:
+            px = np.repeat(px, 3, axis=-1)
+        _cache.clear()
+        _cache.update(path=path, pixels=np.ascontiguousarray(px), gray=gray, alpha=alpha)
+    return _cache["pixels"], _cache["gray"], _cache["alpha"]
+
+
+def lanczos_resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """PIL Image.LANCZOS as the official script; 16-bit per channel in float mode 'F'."""
+    if pixels.dtype == np.uint8:
+        return np.asarray(Image.fromarray(pixels, "RGB").resize((width, height), Image.Resampling.LANCZOS))
+    chans = [
+        np.asarray(
+            Image.fromarray(pixels[..., c].astype(np.float32), "F").resize(
+                (width, height), Image.Resampling.LANCZOS
+            )
+        )
+        for c in range(pixels.shape[-1])
+    ]
+    return np.clip(np.rint(np.stack(chans, -1)), 0, 65535).astype(np.uint16)
+
+
+def _variant_pixels(path: str, variant: Variant) -> np.ndarray:
+    px, _, _ = _load(path)
+    if variant.factor == 1.0:
+        return px
+    key = ("variant", variant.name)
+    if _cache.get("variant_key") != key:
+        h, w = variant.size(px.shape[0], px.shape[1])
+        _cache.update(variant_key=key, variant_pixels=lanczos_resize(px, h, w))
+    return _cache["variant_pixels"]
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Lossless PNG; 8-bit via Pillow (zlib level 3 as the official cv2 call), 16-bit via TF."""
+    if pixels.dtype == np.uint16:
+        return images.encode_image(pixels, "png")
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buf, "PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def _crop_record(pixels, box, source, variant) -> CropRecord:
+    t, left, b, r = box
+    crop = np.ascontiguousarray(pixels[t:b, left:r])
+    return CropRecord(
+        encode_png(crop), b - t, r - left, 16 if crop.dtype == np.uint16 else 8, source, variant, box
+    )
+
+
+def process_segment(seg: Segment) -> SegmentResult:
+    """Decodes (cached), resizes and crops one segment; a failing image gives an error, not an exception."""
+    try:
+        px, gray, alpha = _load(seg.path)
+        if seg.lq_path:
+            lq = images.read_image(seg.lq_path).pixels
+            if lq.shape[-1] in (2, 4):
+                lq = lq[..., :-1]
+            if lq.shape[-1] == 1:
+                lq = np.repeat(lq, 3, axis=-1)
+            if px.shape[:2] != (lq.shape[0] * seg.scale, lq.shape[1] * seg.scale):
+                raise images.ImageError(
+                    seg.path, f"decoded GT {px.shape[:2]} is not {seg.scale} x LQ {lq.shape[:2]}"
+                )
+            s = seg.scale
+            records = [
+                (
+                    _crop_record(px, box, seg.source, seg.variant.name),
+                    _crop_record(lq, tuple(v // s for v in box), seg.lq_source, seg.variant.name),
+                )
+                for box in seg.boxes
+            ]
+        else:
+            vpx = _variant_pixels(seg.path, seg.variant)
+            records = [_crop_record(vpx, box, seg.source, seg.variant.name) for box in seg.boxes]
+    except images.ImageError as e:
+        _cache.clear()
+        return SegmentResult(seg.shard, [], seg.source, len(seg.boxes), error=e.reason)
+    return SegmentResult(
+        seg.shard,
+        records,
+        seg.source,
+        len(seg.boxes),
+        gray=gray,
+        alpha=alpha,
+        sixteen_bit=px.dtype == np.uint16,
+    )
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+def shard_name(k: int, n: int) -> str:
+    return f"shard-{k:05d}-of-{n:05d}{SHARD_SUFFIX}"
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json(path: str, obj) -> None:
+    images.write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _complete_shards(output: str, plan: Plan, overwrite: bool) -> dict[int, dict]:
+    """Shards finished by an earlier run of the same plan whose bytes still match their checksum."""
+    state = os.path.join(output, STATE_DIR)
+    plan_path = os.path.join(state, "plan.json")
+    if os.path.exists(plan_path) and not overwrite:
+        with open(plan_path) as f:
+            previous = json.load(f)
+        if previous != plan.fingerprint:
+            raise PrepareError(
+                f"{output}: holds shards of a different prepare run (other inputs or flags); "
+                "use another --output or --overwrite"
+            )
+    os.makedirs(state, exist_ok=True)
+    if overwrite:
+        for name in os.listdir(output):
+            if name.endswith(SHARD_SUFFIX) or name == MANIFEST_NAME:
+                os.unlink(os.path.join(output, name))
+        for name in os.listdir(state):
+            os.unlink(os.path.join(state, name))
+    _write_json(plan_path, plan.fingerprint)
+    n = len(plan.shard_sizes)
+    done = {}
+    for k in range(n):
+        rec_path = os.path.join(state, f"{shard_name(k, n)}.json")
+        shard_path = os.path.join(output, shard_name(k, n))
+        if os.path.exists(rec_path) and os.path.exists(shard_path):
+            with open(rec_path) as f:
+                info = json.load(f)
+            if sha256_file(shard_path) == info["sha256"]:
+                done[k] = info
+                continue
+            logging.warning("%s: checksum differs from the one recorded; rewriting it", shard_path)
+        for p in (rec_path, shard_path):
+            if os.path.exists(p):
+                os.unlink(p)
+    for name in os.listdir(output):  # temp files of a killed run
+        if name.startswith(".tmp-"):
+            os.unlink(os.path.join(output, name))
+    return done
+
+
+class _ShardWriter:
+    """Writes one shard to a temp name; finish() renames it and records checksum and counts."""
+
+    def __init__(self, output: str, k: int, n: int):
+        import tensorflow as tf
+
+        self.final = os.path.join(output, shard_name(k, n))
+        self.tmp = os.path.join(output, f".tmp-{shard_name(k, n)}")
+        self.record_path = os.path.join(output, STATE_DIR, f"{shard_name(k, n)}.json")
+        self.writer = tf.io.TFRecordWriter(self.tmp)
+        self.info = {
+            "file": shard_name(k, n),
+            "records": 0,
+            "skipped": {},
+            "gray": [],
+            "alpha": [],
+            "sixteen_bit": [],
+        }
+
+    def add(self, result: SegmentResult) -> None:
+        from real_esrgan_tf.data.records import build_example
+
+        if result.error:
+            self.info["skipped"][result.source] = result.error
+            return
+        for rec in result.records:
+            self.writer.write(build_example(*rec) if isinstance(rec, tuple) else build_example(rec))
+        self.info["records"] += len(result.records)
+        for key, flag in (
+            ("gray", result.gray),
+            ("alpha", result.alpha),
+            ("sixteen_bit", result.sixteen_bit),
+        ):
+            if flag and result.source not in self.info[key]:
+                self.info[key].append(result.source)
+
+    def finish(self) -> dict:
+        self.writer.close()
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.final)
+        self.info["sha256"] = sha256_file(self.final)
+        self.info["bytes"] = os.path.getsize(self.final)
+        _write_json(self.record_path, self.info)
+        return self.info
+
+
+def _manifest(config: PrepareConfig, plan: Plan, infos: list[dict]) -> dict:
+    skipped = {s["path"]: s["reason"] for s in plan.skipped}
+    union = {"gray": set(), "alpha": set(), "sixteen_bit": set()}
+    for info in infos:
+        skipped.update(info["skipped"])
+        for key in union:
+            union[key].update(info[key])
+    return {
+        "format": MANIFEST_FORMAT,
+        "config": _config_dict(config),
+        "paired": config.paired,
+        "shards": [{k: info[k] for k in ("file", "records", "sha256", "bytes")} for info in infos],
+        "total_records": sum(info["records"] for info in infos),
+        "skipped": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
+        "gray_promoted_to_rgb": len(union["gray"]),
+        "alpha_dropped": len(union["alpha"]),
+        "sixteen_bit_images": len(union["sixteen_bit"]),
+    }
+
+
+def prepare(
+    config: PrepareConfig,
+    output: str,
+    workers: int = 1,
+    overwrite: bool = False,
+    pause_after_shard: float = 0.0,
+    progress: bool = True,
+) -> dict:
+    """Writes shards and manifest.json into `output`; returns the manifest."""
+    from tqdm import tqdm
+
+    plan = make_plan(config)
+    os.makedirs(output, exist_ok=True)
+    n = len(plan.shard_sizes)
+    done = _complete_shards(output, plan, overwrite)
+    todo = [s for s in plan.segments if s.shard not in done]
+    if done:
+        logging.info("resuming: %d of %d shards already complete", len(done), n)
+    remaining = {}
+    for s in todo:
+        remaining[s.shard] = remaining.get(s.shard, 0) + 1
+    infos = dict(done)
+    bar = tqdm(
+        total=sum(plan.shard_sizes[k] for k in remaining),
+        unit="crop",
+        disable=not progress,
+        file=sys.stderr,
+        desc="prepare",
+    )
+    pool = None
+    if workers > 1 and len(todo) > 1:
+        # spawn: the parent may already hold TensorFlow's threads, which fork does not survive
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        results = pool.imap(process_segment, todo, chunksize=1)
+    else:
+        results = map(process_segment, todo)
+    writer = None
+    try:
+        for result in results:
+            if writer is None:
+                writer = _ShardWriter(output, result.shard, n)
+            writer.add(result)
+            bar.update(result.planned)
+            remaining[result.shard] -= 1
+            if remaining[result.shard] == 0:
+                infos[result.shard] = writer.finish()
+                writer = None
+                if pause_after_shard:
+                    time.sleep(pause_after_shard)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    manifest = _manifest(config, plan, [infos[k] for k in range(n)])
+    _write_json(os.path.join(output, MANIFEST_NAME), manifest)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_multi_string("input", [], "Folder of images (repeatable).", flag_values=fv)
+    flags.DEFINE_string("output", None, "Folder for the shards and manifest.json.", flag_values=fv)
+    flags.DEFINE_string("gt", "", "Paired mode: folder of ground-truth images.", flag_values=fv)
+    flags.DEFINE_string(
+        "lq", "", "Paired mode: folder of low-quality images, same names as --gt.", flag_values=fv
+    )
+    flags.DEFINE_integer("scale", 4, "Paired mode: GT size / LQ size.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("crop", 400, "Sub-image size (0: whole images).", lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("step", 200, "Sub-image stride.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer(
+        "thresh",
+        0,
+        "A leftover border wider than this gets one more crop flush with the edge.",
+        lower_bound=0,
+        flag_values=fv,
+    )
+    flags.DEFINE_boolean(
+        "multiscale",
+        False,
+        "Also crop Lanczos x0.75, x0.5, x1/3 and shortest-edge-400 copies.",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "num_shards",
+        0,
+        f"Shards (0: one per {DEFAULT_CROPS_PER_SHARD} crops).",
+        lower_bound=0,
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "workers", 1, "Worker processes (the output does not depend on it).", lower_bound=1, flag_values=fv
+    )
+    flags.DEFINE_boolean(
+        "overwrite", False, "Delete shards of a different earlier run in --output.", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "pause_after_shard",
+        0.0,
+        "Seconds to sleep after each shard (for resumability tests).",
+        lower_bound=0.0,
+        flag_values=fv,
+    )
+
+
+def run(fv: flags.FlagValues) -> int:
+    if not fv.output:
+        print("real-esrgan-tf prepare: --output is required", file=sys.stderr)
+        return 2
+    if bool(fv.gt) != bool(fv.lq) or (fv.gt and fv.input):
+        print(
+            "real-esrgan-tf prepare: give either --input DIR... or both --gt DIR and --lq DIR",
+            file=sys.stderr,
+        )
+        return 2
+    config = PrepareConfig(
+        inputs=tuple(fv.input),
+        gt=fv.gt,
+        lq=fv.lq,
+        scale=fv.scale if fv.gt else 1,
+        crop=fv.crop,
+        step=fv.step,
+        thresh=fv.thresh,
+        multiscale=fv.multiscale,
+        num_shards=fv.num_shards,
+    )
+    start = time.time()
+    try:
+        manifest = prepare(
+            config,
+            fv.output,
+            workers=fv.workers,
+            overwrite=fv.overwrite,
+            pause_after_shard=fv.pause_after_shard,
+        )
+    except PrepareError as e:
+        print(f"real-esrgan-tf prepare: {e}", file=sys.stderr)
+        return 1
+    for s in manifest["skipped"]:
+        logging.warning("skipped %s: %s", s["path"], s["reason"])
+    logging.info(
+        "%d records in %d shards (%d files skipped, %d gray promoted, %d alpha dropped) in %.1f s -> %s",
+        manifest["total_records"],
+        len(manifest["shards"]),
+        len(manifest["skipped"]),
+        manifest["gray_promoted_to_rgb"],
+        manifest["alpha_dropped"],
+        time.time() - start,
+        os.path.join(fv.output, MANIFEST_NAME),
+    )
+    return 0
