@@ -147,6 +147,10 @@ class UpscaleOptions:
     outscale: float | None = None
     jit_compile: bool = False
     min_tile: int = 32  # the ResourceExhausted retry stops halving here
+    # With tile 0, a side longer than this is tiled anyway (0 = never): on the CPU an oversized
+    # graph does not raise ResourceExhaustedError, the process is killed (x4plus on a 2000x2000
+    # input holds several 16 GB HR activations at once).
+    auto_tile: int = 512
     progress: bool = False  # a tqdm bar over tiles
 
     def __post_init__(self):
@@ -226,6 +230,7 @@ class Upscaler:
         outscale: float | None = None,
         jit_compile: bool = False,
         min_tile: int = 32,
+        auto_tile: int = 512,
         progress: bool = False,
     ):
         import keras
@@ -240,6 +245,7 @@ class Upscaler:
             outscale=outscale,
             jit_compile=jit_compile,
             min_tile=min_tile,
+            auto_tile=auto_tile,
             progress=progress,
         )
         if isinstance(model, keras.Model):
@@ -328,7 +334,7 @@ class Upscaler:
                 self._run_tiles(padded, (h, w), out, to_gray, max_value)
                 return
             except tf.errors.ResourceExhaustedError:
-                current = self.tile or max(padded.shape[:2])
+                current = self.tile or min(max(padded.shape[:2]), self.options.auto_tile or 1 << 30)
                 smaller = round_up(current // 2, self.align)
                 if smaller < self.options.min_tile or smaller >= current:
                     raise
@@ -340,8 +346,11 @@ class Upscaler:
 
         h, w = size
         s = self.scale
+        tile = self.tile
+        if tile == 0 and 0 < self.options.auto_tile < max(padded.shape[:2]):
+            tile = self.options.auto_tile
         plan = plan_tiles(
-            padded.shape[0], padded.shape[1], self.tile, self.options.tile_pad, self.align,
+            padded.shape[0], padded.shape[1], tile, self.options.tile_pad, self.align,
             getattr(self.backend, "input_size", None),
         )
         # Tiles whose core lies entirely in the bottom/right padding are never run.
@@ -401,7 +410,8 @@ def define_flags(fv: flags.FlagValues) -> None:
         " or a path to a .pth, .weights.h5, .keras or .tflite file.", flag_values=fv)
     flags.DEFINE_float("outscale", None, "Final upscaling factor (Lanczos after the net); default: the "
                        "model's.", flag_values=fv)
-    flags.DEFINE_integer("tile", 0, "Tile size in input pixels, 0 = whole image.", lower_bound=0,
+    flags.DEFINE_integer("tile", 0, "Tile size in input pixels, 0 = whole image (images with a side "
+                         "over 512 are tiled at 512 anyway; tiles are seam-free).", lower_bound=0,
                          flag_values=fv)
     flags.DEFINE_integer("tile_pad", 10, "Overlap around each tile, cropped away.", lower_bound=0,
                          flag_values=fv)

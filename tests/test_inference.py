@@ -167,6 +167,15 @@ def test_resource_exhausted_retries_with_smaller_tiles(photos):
         Upscaler(OutOfMemoryAbove(model, limit=10), tile_pad=4, min_tile=8).upscale(img)
 
 
+def test_whole_image_mode_tiles_images_larger_than_auto_tile(photos):
+    model = local_model(scale=2)
+    img = photos["coffee"][:40, :36]
+    counter = OutOfMemoryAbove(model, limit=10**9)
+    out = Upscaler(counter, auto_tile=16, tile_pad=4).upscale(img)
+    assert len(counter.sizes) == 9 and set(counter.sizes) == {24 * 24}  # 3 x 3 windows of 16 + 2 * 4
+    assert np.abs(out.astype(int) - Upscaler(model, auto_tile=0).upscale(img)).max() <= 1
+
+
 # ---------------------------------------------------------------------------- TTA
 def test_tta_is_a_no_op_for_an_equivariant_model_and_not_otherwise(photos):
     img = photos["astronaut"][100:124, 100:130]
