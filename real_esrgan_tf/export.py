@@ -349,15 +349,28 @@ def export_tflite(
     `calibration`: LR crops [input_size, input_size, 3] float32 in [0, 1] (needed for INT8).
     Input and output stay float32 in every mode, so one runner serves all of them.
     """
+    return export_tflite_models(
+        generator, {quantization: path}, input_size=input_size, calibration=calibration
+    )[quantization]
+
+
+def export_tflite_models(
+    generator,
+    paths: dict[Quantization, str | None],
+    *,
+    input_size: int = 128,
+    calibration: Iterable[np.ndarray] | None = None,
+) -> dict[Quantization, bytes]:
+    """Several precisions of one generator: traced and saved once, then converted once per precision.
+
+    Goes through `model.export(format="tf_saved_model")` + `TFLiteConverter.from_saved_model`
+    (TF_FACTS: correct on Keras 3, unlike `from_concrete_functions`); the trace is the slow part.
+    """
+    from real_esrgan_tf.images import write_bytes_atomic
     from real_esrgan_tf.tflite_runner import check_builtin_ops
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(fixed_size_model(generator, input_size))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: runs on phones
-    if quantization is not Quantization.FP32:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization is Quantization.FP16:
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantization is Quantization.INT8:
+    crops = None
+    if Quantization.INT8 in paths:
         if calibration is None:
             raise ExportError("int8 quantization needs calibration LR crops")
         crops = [np.asarray(c, np.float32) for c in calibration]
@@ -367,20 +380,33 @@ def export_tflite(
                 f"calibration crops must be [{input_size}, {input_size}, 3], got {bad or 'none'}"
             )
 
-        def representative_dataset() -> Iterator[list[np.ndarray]]:
-            for crop in crops:
-                yield [crop[None]]
+    def representative_dataset() -> Iterator[list[np.ndarray]]:
+        for crop in crops:
+            yield [crop[None]]
 
-        converter.representative_dataset = representative_dataset
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    content = converter.convert()
-    check_builtin_ops(content)
-    if path:
-        from real_esrgan_tf.images import write_bytes_atomic
-
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        write_bytes_atomic(path, content)
-    return content
+    fixed = fixed_size_model(generator, input_size)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="real-esrgan-tflite-") as tmp:
+        # A static batch of 1 too: with a None batch the converter keeps dynamic-shape ops.
+        spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="lr")
+        fixed.export(tmp, format="tf_saved_model", verbose=False, input_signature=[spec])
+        for quantization, path in paths.items():
+            converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: runs on phones
+            if quantization is not Quantization.FP32:
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantization is Quantization.FP16:
+                converter.target_spec.supported_types = [tf.float16]
+            elif quantization is Quantization.INT8:
+                converter.representative_dataset = representative_dataset
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            content = converter.convert()
+            check_builtin_ops(content, path or f"<{quantization.value} model>")
+            if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                write_bytes_atomic(path, content)
+            results[quantization] = content
+    return results
 
 
 # -- command line -----------------------------------------------------------------------------

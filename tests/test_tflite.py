@@ -1,0 +1,149 @@
+"""TFLite export and the tiled runner, against Keras on real photographs.
+
+Quantisation is judged with the real realesr-animevideov3 weights (a randomly initialised network
+has activation ranges nothing like a trained one and quantises badly); calibration crops come from
+other photographs (rocket, motorcycle) than the test crops (coffee, astronaut, chelsea).
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from skimage import data
+
+from real_esrgan_tf import cli
+from real_esrgan_tf.export import (
+    ExportError,
+    Quantization,
+    degraded_lr_crops,
+    export_tflite,
+    export_tflite_models,
+)
+from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact
+from real_esrgan_tf.tflite_runner import TFLiteGenerator, TFLiteModelError, check_builtin_ops, windows
+from real_esrgan_tf.weights import load_generator
+
+INPUT = 64  # fixed LR window of the exported models
+# PSNR floors against Keras fp32 (issue 5).
+FLOOR = {Quantization.FP32: 50, Quantization.FP16: 40, Quantization.DYNAMIC_INT8: 30, Quantization.INT8: 30}
+BUILTIN = {"CONV_2D", "PRELU", "ADD", "DEPTH_TO_SPACE", "RESHAPE", "TILE", "QUANTIZE", "DEQUANTIZE",
+           "CONCATENATION", "LEAKY_RELU", "MUL", "RESIZE_NEAREST_NEIGHBOR"}
+
+
+def psnr(a, b):
+    return 10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
+
+
+@pytest.fixture(scope="module")
+def animevideov3():
+    return load_generator("realesr-animevideov3")
+
+
+@pytest.fixture(scope="module")
+def exported(animevideov3, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tflite")
+    photos = [data.rocket(), data.stereo_motorcycle()[0]]
+    calibration = degraded_lr_crops(photos, size=INPUT, scale=4, count=8)
+    paths = {q: str(folder / f"animevideov3-{q.value}.tflite") for q in Quantization}
+    export_tflite_models(animevideov3, paths, input_size=INPUT, calibration=calibration)
+    return paths
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_windows_cover_the_axis_with_context(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        size = int(rng.integers(8, 80))
+        pad = int(rng.integers(0, (size - 1) // 2 + 1))
+        length = int(rng.integers(size, 400))
+        spans = windows(length, size, pad)
+        cores = [(c0, c1) for _, c0, c1 in spans]
+        assert cores[0][0] == 0 and cores[-1][1] == length
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(cores, cores[1:], strict=False))
+        for start, c0, c1 in spans:
+            assert 0 <= start and start + size <= length and start <= c0 < c1 <= start + size
+            assert c0 - start >= pad or start == 0  # context on the left, or the image border
+            assert start + size - c1 >= pad or start + size == length
+
+
+def test_tiled_runner_equals_keras_when_the_pad_covers_the_receptive_field(tmp_path, photos):
+    """3 convs see 3 px: with tile_pad 4 every tile sees all it needs, so tiling changes nothing."""
+    model = SRVGGNetCompact(num_conv=1, num_feat=8)
+    path = str(tmp_path / "tiny.tflite")
+    export_tflite(model, path, input_size=24)
+    runner = TFLiteGenerator(path, num_threads=2, tile_pad=4)
+    assert runner.scale == 4 and runner.input_size == (24, 24)
+    lr = photos["chelsea"][10:67, 30:113].astype(np.float32)[None] / 255.0  # 57 x 83: no multiple of 24
+    np.testing.assert_allclose(runner(lr), model(lr).numpy(), atol=2e-5)
+    small = lr[:, :10, :17]  # smaller than the window: edge-padded up to it
+    assert runner(small).shape == (1, 40, 68, 3)
+
+
+@pytest.mark.parametrize("quantization", list(Quantization), ids=lambda q: q.value)
+def test_tflite_matches_keras_on_photos(exported, animevideov3, photos, quantization):
+    runner = TFLiteGenerator(exported[quantization], num_threads=2)
+    assert runner.scale == 4 and runner.input_size == (INPUT, INPUT)
+    for name, (y, x) in [("coffee", (100, 200)), ("astronaut", (40, 150))]:
+        window = photos[name][y : y + INPUT, x : x + INPUT].astype(np.float32) / 255.0
+        assert psnr(runner.run_window(window), animevideov3(window[None]).numpy()[0]) >= FLOOR[quantization]
+    # The tiled runner on a size that is no multiple of the window, against one untiled Keras run.
+    lr = photos["chelsea"][60:150, 120:251].astype(np.float32)[None] / 255.0  # 90 x 131
+    assert psnr(runner(lr), animevideov3(lr).numpy()) >= FLOOR[quantization]
+
+
+def test_exported_models_are_builtin_ops_only(exported):
+    for q, path in exported.items():
+        with open(path, "rb") as f:
+            ops = check_builtin_ops(f.read(), path)
+        assert "CONV_2D" in ops and ops <= BUILTIN, (q, ops)
+        assert ("QUANTIZE" in ops) == (q is Quantization.INT8)  # full int8: int8 inside, float at the edges
+
+
+def test_flex_ops_are_rejected():
+    class Erosion(tf.Module):  # Dilation2D has no TFLite builtin: it can only run as a Flex op
+        @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+        def __call__(self, x):
+            return tf.nn.dilation2d(x, tf.zeros([3, 3, 3]), [1, 1, 1, 1], "SAME", "NHWC", [1, 1, 1, 1])
+
+    module = Erosion()
+    function = module.__call__.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    with pytest.raises(TFLiteModelError, match="not runnable with builtin TFLite ops"):
+        check_builtin_ops(converter.convert(), "flex.tflite")
+
+
+def test_rrdbnet_exports_too(tmp_path, rng):
+    model = RRDBNet(scale=2, num_block=1, num_feat=8, num_grow_ch=4)
+    path = str(tmp_path / "rrdb.tflite")
+    export_tflite(model, path, quantization=Quantization.FP16, input_size=16)
+    runner = TFLiteGenerator(path)
+    assert runner.scale == 2
+    lr = rng.random((1, 16, 16, 3), dtype=np.float32)
+    assert psnr(runner(lr), model(lr).numpy()) >= 40
+    with pytest.raises(ExportError, match="multiple of 2"):
+        export_tflite(model, None, input_size=15)
+    with pytest.raises(ExportError, match="calibration"):
+        export_tflite(model, None, quantization=Quantization.INT8, input_size=16)
+
+
+def test_upscale_command_runs_a_tflite_model(exported, animevideov3, photos, tmp_path):
+    src = tmp_path / "in" / "coffee.png"
+    src.parent.mkdir()
+    lr = photos["coffee"][200:277, 300:393]  # 77 x 93
+    Image.fromarray(lr).save(src)
+    out = tmp_path / "out"
+    assert cli.main(["real-esrgan-tf", "upscale", f"--input={src}", f"--output={out}",
+                     f"--model={exported[Quantization.DYNAMIC_INT8]}"]) == 0
+    (result,) = list(out.iterdir())
+    sr = np.asarray(Image.open(result), np.float32) / 255.0
+    expected = animevideov3(lr[None].astype(np.float32) / 255.0).numpy()[0]
+    expected = np.round(np.clip(expected, 0, 1) * 255) / 255
+    assert sr.shape == (308, 372, 3) and psnr(sr, expected) >= 30
+
+
+def test_unusable_files_are_clear_errors(tmp_path):
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(TFLiteModelError, match="broken.tflite: cannot load TFLite model"):
+        TFLiteGenerator(str(bad))
