@@ -46,7 +46,7 @@ class PrepareConfig:
     inputs: tuple[str, ...] = ()
     gt: str = ""
     lq: str = ""
-    scale: int = 4
+    scale: int = 1  # paired mode: GT size / LQ size
     crop: int = 400
     step: int = 200
     thresh: int = 0
