@@ -448,16 +448,18 @@ def define_flags(fv) -> None:
     flags.mark_flags_as_required(["model", "output"], flag_values=fv)
 
 
+# What `real-esrgan-tf train` writes into --model_dir (real_esrgan_tf.training.loop.EMA_EXPORT_NAME).
+EMA_EXPORT_NAME = "ema_generator.weights.h5"
+
+
 def exported_weights_in(model_dir: str) -> str:
-    """The generator weights a training run exported into its --model_dir (EMA weights)."""
-    pattern = os.path.join(model_dir, "**", "*.weights.h5")
-    found = sorted(glob.glob(pattern, recursive=True), key=os.path.getmtime)
-    if not found:
-        raise ExportError(
-            f"{model_dir}: no exported generator (*.weights.h5) in this training folder; "
-            "export the EMA generator from training first"
-        )
-    return found[-1]  # the newest export
+    """The EMA generator a training run exported into its --model_dir."""
+    path = os.path.join(model_dir, EMA_EXPORT_NAME)
+    if os.path.isfile(path):
+        return path
+    has_checkpoints = bool(glob.glob(os.path.join(model_dir, "**", "checkpoint"), recursive=True))
+    what = "has checkpoints but" if has_checkpoints else "is not a training folder:"
+    raise ExportError(f"{model_dir}: {what} no exported EMA generator ({EMA_EXPORT_NAME})")
 
 
 def load_generator_for_export(model: str):
