@@ -494,6 +494,10 @@ def _model_from_ncnn(param_path: str, bin_path: str, info: PretrainedModel | Non
     except NcnnFormatError as e:
         raise WeightsError(str(e)) from e
     layers, out_resize = _strip_output_resize(layers)
+    if out_resize != 1.0 and info is None:
+        log.info(
+            "%s ends in a x%g resize of the output; loading the network without it", param_path, out_resize
+        )
     arch, kwargs = _arch_from_ncnn(layers, param_path)
     if info is not None:
         expected = dict(info.arch_kwargs)
