@@ -326,6 +326,46 @@ def degraded_lr_crops(
     return crops
 
 
+def _prelu_as_leaky_relu(prelu):
+    """A PReLU layer's function rebuilt from ops XNNPACK runs in int8 (for full-int8 export).
+
+    XNNPACK has no int8 PReLU, nor a stand-alone int8 RELU or MAXIMUM, so every PReLU of an int8
+    model falls back to TFLite's kernel and splits the graph into one delegate partition per
+    layer (measured: 18 partitions for animevideov3, slower than dynamic-range int8). With
+    per-channel slopes c and one shared slope s != 1 (the median of c, so both factors stay
+    small), PReLU_c(x) = x * (c - s) / (1 - s) + LeakyReLU_s(x) * (1 - c) / (1 - s) exactly
+    (check x > 0 and x < 0); LEAKY_RELU, MUL and ADD are all delegated in int8.
+    """
+    import keras
+
+    slopes = np.asarray(prelu.get_weights()[0], np.float32).reshape(-1)  # shared_axes=[1, 2]: [C]
+    shared = float(np.median(slopes))
+    if abs(1.0 - shared) < 1e-3:
+        shared = 0.0
+    linear = (slopes - shared) / (1.0 - shared)
+    leaky = (1.0 - slopes) / (1.0 - shared)
+
+    class LeakyReluPReLU(keras.layers.Layer):
+        def call(self, x):
+            return x * linear + tf.nn.leaky_relu(x, alpha=shared) * leaky
+
+    return LeakyReluPReLU(name=prelu.name)
+
+
+def int8_friendly(generator):
+    """The generator with its PReLUs rewritten for XNNPACK int8 (same function, shared weights)."""
+    import keras
+
+    prelus = [layer for layer in generator.layers if isinstance(layer, keras.layers.PReLU)]
+    if not prelus or any(layer.get_weights()[0].shape[:2] != (1, 1) for layer in prelus):
+        return generator  # nothing to do, or slopes that vary over space (not our generators)
+
+    def replace(layer):
+        return _prelu_as_leaky_relu(layer) if isinstance(layer, keras.layers.PReLU) else layer
+
+    return keras.models.clone_model(generator, clone_function=replace)
+
+
 def fixed_size_model(generator, input_size: int):
     """The generator behind a static [1, input_size, input_size, 3] input (TFLite wants static shapes)."""
     import keras
@@ -366,6 +406,8 @@ def export_tflite_models(
     Goes through `model.export(format="tf_saved_model")` + `TFLiteConverter.from_saved_model`
     (TF_FACTS: correct on Keras 3, unlike `from_concrete_functions`); the trace is the slow part.
     """
+    import keras
+
     from real_esrgan_tf.images import write_bytes_atomic
     from real_esrgan_tf.tflite_runner import check_builtin_ops
 
@@ -384,14 +426,21 @@ def export_tflite_models(
         for crop in crops:
             yield [crop[None]]
 
-    fixed = fixed_size_model(generator, input_size)
+    fixed_size_model(generator, input_size)  # validates input_size before the slow part
+    # A static batch of 1 too: with a None batch the converter keeps dynamic-shape ops.
+    spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="lr")
+    sources = {}  # traced graph per precision: int8 gets the XNNPACK-friendly PReLU
     results = {}
     with tempfile.TemporaryDirectory(prefix="real-esrgan-tflite-") as tmp:
-        # A static batch of 1 too: with a None batch the converter keeps dynamic-shape ops.
-        spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="lr")
-        fixed.export(tmp, format="tf_saved_model", verbose=False, input_signature=[spec])
         for quantization, path in paths.items():
-            converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+            graph = int8_friendly(generator) if quantization is Quantization.INT8 else generator
+            if id(graph) not in sources:
+                sources[id(graph)] = os.path.join(tmp, str(len(sources)))
+                lr = keras.Input(batch_shape=spec.shape, name="lr", dtype="float32")
+                keras.Model(lr, graph(lr)).export(
+                    sources[id(graph)], format="tf_saved_model", verbose=False, input_signature=[spec]
+                )
+            converter = tf.lite.TFLiteConverter.from_saved_model(sources[id(graph)])
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: runs on phones
             if quantization is not Quantization.FP32:
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]

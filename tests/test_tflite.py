@@ -8,6 +8,7 @@ other photographs (rocket, motorcycle) than the test crops (coffee, astronaut, c
 import numpy as np
 import pytest
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 from skimage import data
 
@@ -18,6 +19,7 @@ from real_esrgan_tf.export import (
     degraded_lr_crops,
     export_tflite,
     export_tflite_models,
+    int8_friendly,
 )
 from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact
 from real_esrgan_tf.tflite_runner import TFLiteGenerator, TFLiteModelError, check_builtin_ops, windows
@@ -97,6 +99,20 @@ def test_exported_models_are_builtin_ops_only(exported):
             ops = check_builtin_ops(f.read(), path)
         assert "CONV_2D" in ops and ops <= BUILTIN, (q, ops)
         assert ("QUANTIZE" in ops) == (q is Quantization.INT8)  # full int8: int8 inside, float at the edges
+        assert ("PRELU" in ops) == (q is not Quantization.INT8)  # int8: LEAKY_RELU + MUL + ADD instead
+
+
+def test_int8_prelu_rewrite_is_exact_and_fully_delegated(exported, animevideov3, photos):
+    lr = photos["astronaut"][:48, :40].astype(np.float32)[None] / 255.0
+    np.testing.assert_allclose(int8_friendly(animevideov3)(lr).numpy(), animevideov3(lr).numpy(), atol=2e-5)
+
+    def delegate_partitions(path):  # XNNPACK replaces each run of supported ops by one DELEGATE node
+        interp = Interpreter(model_path=path, num_threads=1)
+        interp.allocate_tensors()
+        return sum(op["op_name"] == "DELEGATE" for op in interp._get_ops_details())
+
+    partitions = {q: delegate_partitions(exported[q]) for q in (Quantization.INT8, Quantization.FP32)}
+    assert partitions[Quantization.INT8] == partitions[Quantization.FP32], partitions
 
 
 def test_flex_ops_are_rejected():
