@@ -77,3 +77,15 @@ def test_unshuffle_permutation_maps_torch_order_to_tf_order():
     perm = torch_to_tf_unshuffle_perm(c, s)
     np.testing.assert_array_equal(ours, torch_order[..., perm])
     np.testing.assert_array_equal(PixelShuffle(s)(ours).numpy(), x)
+
+
+@pytest.mark.parametrize("dtype, out_dtype", [("float16", "float16"), ("mixed_bfloat16", "bfloat16"),
+                                              ("mixed_float16", "float16")])
+def test_generators_build_under_reduced_precision(dtype, out_dtype):
+    x = np.random.default_rng(4).random((1, 8, 8, 3), dtype=np.float32)
+    for model in (RRDBNet(num_block=1, num_feat=8, num_grow_ch=4, dtype=dtype),
+                  SRVGGNetCompact(num_conv=1, num_feat=8, dtype=dtype)):
+        out = model(tf.cast(x, model.inputs[0].dtype))
+        assert out.dtype == out_dtype
+        assert all(w.dtype == ("float16" if dtype == "float16" else "float32") for w in model.weights)
+        assert np.isfinite(out.numpy().astype(np.float32)).all()

@@ -11,6 +11,17 @@ import keras
 import tensorflow as tf
 
 
+def input_dtype(dtype):
+    """dtype of a model's `keras.Input` for a layer dtype or policy name.
+
+    Plain `float16`/`bfloat16` models take inputs of that type; mixed policies keep float32 inputs
+    (their variable dtype) and each layer casts to the compute dtype.
+    """
+    if dtype is None:
+        return None
+    return keras.dtype_policies.get(dtype).variable_dtype
+
+
 @keras.saving.register_keras_serializable(package="real_esrgan_tf")
 class PixelUnshuffle(keras.layers.Layer):
     """(B, H, W, C) -> (B, H/s, W/s, C*s*s), TensorFlow channel order."""

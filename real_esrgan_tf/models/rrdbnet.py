@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 
-from real_esrgan_tf.models.layers import PixelUnshuffle, ScaledResidual
+from real_esrgan_tf.models.layers import PixelUnshuffle, ScaledResidual, input_dtype
 
 
 def _rdb_initializer():
@@ -56,7 +56,7 @@ class RRDBNet(keras.Model):
                 dtype=dtype,
             )
 
-        inputs = keras.Input((None, None, num_in_ch), name="lr", dtype=dtype)
+        inputs = keras.Input((None, None, num_in_ch), name="lr", dtype=input_dtype(dtype))
         x = inputs
         if scale < 4:
             x = PixelUnshuffle(4 // scale, name="pixel_unshuffle", dtype=dtype)(x)
