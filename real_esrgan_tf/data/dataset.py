@@ -242,7 +242,7 @@ def _log_and_drop_bad(ds: tf.data.Dataset, skip_bad_records: bool) -> tf.data.Da
 
     def count(n, item):
         features, ok = item
-        n = n + tf.where(ok, 0, 1)
+        n = n + tf.where(ok, tf.constant(0, tf.int64), 1)
         dep = tf.cond(
             ok,
             tf.no_op,

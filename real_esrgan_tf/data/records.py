@@ -126,9 +126,19 @@ def _try(fn, value, fallback):
     return ok.concatenate(failed).take(1).get_single_element()
 
 
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+
+
 def decode_png_01(encoded, bit_depth):
-    """PNG bytes -> float32 [H, W, 3] in [0, 1], divided by the maximum of its bit depth."""
+    """PNG bytes -> float32 [H, W, 3] in [0, 1], divided by the maximum of its bit depth.
+
+    Raises on a PNG without its final IEND chunk: libpng decodes some truncated files silently
+    (zero-filled rows), which would feed damaged crops to training.
+    """
     import tensorflow as tf
+
+    tail = tf.strings.substr(encoded, tf.strings.length(encoded) - len(_PNG_END), len(_PNG_END))
+    complete = tf.debugging.Assert(tf.equal(tail, _PNG_END), ["PNG without IEND chunk (truncated)"])
 
     def sixteen():
         return tf.cast(tf.io.decode_png(encoded, channels=3, dtype=tf.uint16), tf.float32) / 65535.0
@@ -136,7 +146,8 @@ def decode_png_01(encoded, bit_depth):
     def eight():
         return tf.cast(tf.io.decode_png(encoded, channels=3, dtype=tf.uint8), tf.float32) / 255.0
 
-    return tf.cond(bit_depth == 16, sixteen, eight)
+    with tf.control_dependencies([complete]):
+        return tf.cond(bit_depth == 16, sixteen, eight)
 
 
 def parse_record(serialized, paired: bool = False) -> tuple[dict, object]:

@@ -1,0 +1,119 @@
+"""Bad data: every case fails with a message naming shard (and record), or is skipped and counted."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from real_esrgan_tf import images
+from real_esrgan_tf.data import prepare as prep
+from real_esrgan_tf.data.dataset import DataError, make_record_dataset, make_train_dataset
+from real_esrgan_tf.data.records import build_example
+from tests.test_data_dataset import coordinate_image, crop_record, write_shard
+
+
+def _example(features: dict) -> bytes:
+    def feature(v):
+        if isinstance(v, bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=list(v)))
+
+    return tf.train.Example(
+        features=tf.train.Features(feature={k: feature(v) for k, v in features.items()})
+    ).SerializeToString()
+
+
+GOOD = crop_record(coordinate_image(12, 14, 7))
+_BASE = {"image/encoded": GOOD.encoded, "image/height": [12], "image/width": [14], "image/bit_depth": [16]}
+BAD = {  # name -> (record, reason in the error)
+    "mistyped key": (
+        _example(dict(_BASE, **{"image/encoded": [1, 2, 3]})),
+        "does not match the record schema",
+    ),
+    "missing key": (
+        _example({k: v for k, v in _BASE.items() if k != "image/height"}),
+        "does not match the record schema",
+    ),
+    "truncated png": (
+        _example(dict(_BASE, **{"image/encoded": GOOD.encoded[: len(GOOD.encoded) - 20]})),
+        "its PNG fails to decode",
+    ),
+    "wrong size": (_example(dict(_BASE, **{"image/height": [13]})), "decoded size differs"),
+}
+
+
+@pytest.fixture
+def mixed_shard(tmp_path):
+    """Records 0 and 5 are fine, 1 to 4 are the BAD cases in order."""
+    records = [build_example(GOOD)] + [r for r, _ in BAD.values()] + [build_example(GOOD)]
+    return write_shard(tmp_path / "mixed.tfrecord", records)
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_record_error_names_shard_and_record(tmp_path, case):
+    record, reason = BAD[case]
+    shard = write_shard(tmp_path / "bad.tfrecord", [build_example(GOOD), record])
+    with pytest.raises(tf.errors.InvalidArgumentError) as e:
+        list(make_record_dataset(shard))
+    assert f"{shard}: record 1 {reason}" in str(e.value)
+
+
+def test_skip_bad_records_keeps_the_good_ones_and_counts(mixed_shard, capfd):
+    kept = list(make_record_dataset(mixed_shard, skip_bad_records=True))
+    assert [int(r["index"]) for r in kept] == [0, 5]
+    np.testing.assert_array_equal(np.rint(kept[1]["image"].numpy() * 65535), coordinate_image(12, 14, 7))
+    err = capfd.readouterr().err
+    assert f"{mixed_shard}: record 3 its PNG fails to decode" in err
+    assert "4 bad records skipped so far" in err
+
+
+def _prepared(tmp_path, photos):
+    src = tmp_path / "src"
+    os.makedirs(src)
+    images.write_image(str(src / "a.png"), photos["astronaut"][:64, :80])
+    out = tmp_path / "out"
+    prep.prepare(
+        prep.PrepareConfig(inputs=(str(src),), crop=32, step=16, num_shards=2), str(out), progress=False
+    )
+    return out, sorted(str(p) for p in out.glob("*.tfrecord"))
+
+
+def test_manifest_checksum_and_size_mismatch(tmp_path, photos):
+    out, shards = _prepared(tmp_path, photos)
+    with open(shards[1], "r+b") as f:  # same size, other bytes: only the SHA-256 can tell
+        f.seek(40)
+        f.write(b"\xff\xfe")
+    with pytest.raises(DataError, match=f"{shards[1]}: SHA-256 differs from the one in manifest.json"):
+        make_train_dataset(str(out / "*.tfrecord"), 2, 16)
+    with open(shards[0], "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(DataError, match=f"{shards[0]}: size 1000 differs from"):
+        make_train_dataset(str(out / "*.tfrecord"), 2, 16, verify_checksums=False)
+
+
+def test_truncated_or_corrupt_shard_without_manifest(tmp_path, photos, capfd):
+    out, shards = _prepared(tmp_path, photos)
+    os.unlink(out / "manifest.json")
+    full = sum(1 for _ in make_record_dataset(shards[0]))
+    with open(shards[0], "r+b") as f:
+        f.truncate(os.path.getsize(shards[0]) - 10)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{shards[0]}: corrupt or truncated shard"):
+        for _ in make_record_dataset(shards[0]):
+            pass
+    kept = list(make_record_dataset(shards[0], skip_bad_records=True))
+    assert len(kept) == full - 1
+    assert f"{shards[0]}: corrupt or truncated shard" in capfd.readouterr().err
+    with open(shards[1], "r+b") as f:  # flip a payload byte of the first record: its CRC fails
+        f.seek(30)
+        byte = f.read(1)
+        f.seek(30)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{shards[1]}: corrupt or truncated shard"):
+        for _ in make_record_dataset(shards[1]):
+            pass
+
+
+def test_empty_file_pattern_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="matches no files"):
+        make_train_dataset(str(tmp_path / "*.tfrecord"), 2, 16)
