@@ -8,7 +8,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "RRDBNet": "real_esrgan_tf.models",
     "SRVGGNetCompact": "real_esrgan_tf.models",
+    "UNetDiscriminatorSN": "real_esrgan_tf.models",
     "load_generator": "real_esrgan_tf.weights",
+    "save_generator": "real_esrgan_tf.weights",
+    "pretrained_info": "real_esrgan_tf.weights",
     "Upscaler": "real_esrgan_tf.inference",
 }
 
