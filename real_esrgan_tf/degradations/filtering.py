@@ -80,12 +80,12 @@ class USMSharp:
         self.taps = gaussian_kernel_1d(kernel_size, sigma)
         self.weight = weight
         self.threshold = threshold
-        self._matrices: dict[int, tf.Tensor] = {}
+        self._matrices: dict[int, np.ndarray] = {}
 
     def _matrix(self, length: int) -> tf.Tensor:
-        if length not in self._matrices:
-            self._matrices[length] = tf.constant(reflect_filter_matrix(length, self.taps))
-        return self._matrices[length]
+        if length not in self._matrices:  # numpy cache: a tf.constant would belong to one graph
+            self._matrices[length] = reflect_filter_matrix(length, self.taps)
+        return tf.constant(self._matrices[length])
 
     def blur(self, images: tf.Tensor) -> tf.Tensor:
         """images [B, H, W, C] (static H, W) -> Gaussian-blurred [B, H, W, C]."""

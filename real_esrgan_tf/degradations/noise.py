@@ -18,24 +18,23 @@ _GRAY = (0.2989, 0.587, 0.114)  # torchvision rgb_to_grayscale, used by the offi
 
 
 def poisson_sample(lam: tf.Tensor, seed) -> tf.Tensor:
-    """Poisson(lam) draws (float32, same shape as lam >= 0), stateless-seeded.
-
-    Fusion-friendly elementwise code (an unrolled loop of multiply-adds), fast under XLA.
-    """
+    """Poisson(lam) draws (float32, same shape as lam >= 0), stateless-seeded."""
     lam = tf.convert_to_tensor(lam, tf.float32)
     seeds = tf.random.stateless_uniform([2, 2], seed=seed, minval=-(2**31) + 1, maxval=2**31 - 1,
                                         dtype=tf.int32)
     u = tf.random.stateless_uniform(tf.shape(lam), seed=seeds[0])
     z = tf.random.stateless_normal(tf.shape(lam), seed=seeds[1])
-    # inversion: X = #{k : u > CDF(k)}
+    # inversion: X = #{k : u > CDF(k)}, as a loop (a small graph; XLA keeps it a fused loop)
     small = tf.minimum(lam, _INVERSION_BELOW)
-    p = tf.exp(-small)
-    cdf = p
-    count = tf.zeros_like(lam)
-    for k in range(_TERMS):
+
+    def term(k, p, cdf, count):
         count += tf.cast(u > cdf, tf.float32)
-        p = p * small / float(k + 1)
-        cdf += p
+        p = p * small / tf.cast(k + 1, tf.float32)
+        return k + 1, p, cdf + p, count
+
+    p0 = tf.exp(-small)
+    start = (tf.constant(0), p0, p0, tf.zeros_like(lam))
+    _, _, _, count = tf.while_loop(lambda k, *_: k < _TERMS, term, start, maximum_iterations=_TERMS)
     # Cornish-Fisher: x = lam + sd w, skewness 1/sqrt(lam), excess kurtosis 1/lam; the spread uses
     # sqrt(lam - 1/12) because rounding to integers adds a variance of 1/12 (Sheppard).
     big = tf.maximum(lam, _INVERSION_BELOW)

@@ -60,10 +60,16 @@ class TrainingPairPool(tf.Module):
         if self.queue_lq is None:
             self.build(lq.shape[1:], gt.shape[1:])
 
+        def write(rows, new_lq, new_gt):
+            # read-modify-assign instead of scatter_nd_update: SyncOnRead (per-replica) variables
+            # only support assign* in replica context. A full-queue copy is cheap on accelerators.
+            queue_lq, queue_gt = self.queue_lq.read_value(), self.queue_gt.read_value()
+            return [self.queue_lq.assign(tf.tensor_scatter_nd_update(queue_lq, rows, new_lq)),
+                    self.queue_gt.assign(tf.tensor_scatter_nd_update(queue_gt, rows, new_gt))]
+
         def fill():
             rows = (self.pointer.read_value() + tf.range(batch))[:, None]
-            with tf.control_dependencies([self.queue_lq.scatter_nd_update(rows, lq),
-                                          self.queue_gt.scatter_nd_update(rows, gt)]):
+            with tf.control_dependencies(write(rows, lq, gt)):
                 with tf.control_dependencies([self.pointer.assign_add(batch)]):
                     return tf.identity(lq), tf.identity(gt)
 
@@ -72,8 +78,7 @@ class TrainingPairPool(tf.Module):
             out_lq = tf.gather(self.queue_lq.read_value(), picks)
             out_gt = tf.gather(self.queue_gt.read_value(), picks)
             with tf.control_dependencies([out_lq, out_gt]):
-                updates = [self.queue_lq.scatter_nd_update(picks[:, None], lq),
-                           self.queue_gt.scatter_nd_update(picks[:, None], gt)]
+                updates = write(picks[:, None], lq, gt)
             with tf.control_dependencies(updates):
                 return tf.identity(out_lq), tf.identity(out_gt)
 

@@ -1,0 +1,187 @@
+"""The whole degradation: shapes, purity in the seed, per-sample randomness, XLA, GPU kernels, pool."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from real_esrgan_tf.degradations import (
+    DegradationConfig,
+    DegradationConfigError,
+    RealESRGANDegrader,
+    TrainingPairPool,
+    USMSharp,
+    sample_kernels,
+)
+from tests.graph_checks import ops_without_gpu_kernel
+
+SMALL = DegradationConfig(gt_size=48, queue_size=4)  # LQ 12x12: the 21-tap sinc needs a side > 10
+GT_SIDE = 64
+SPEC = (tf.TensorSpec([4, GT_SIDE, GT_SIDE, 3], tf.float32), tf.TensorSpec([2], tf.int32))
+
+
+@pytest.fixture(scope="module")
+def gt_batch(photos):
+    s = GT_SIDE
+    crops = [photos["astronaut"][0:s, 200:200 + s], photos["coffee"][100:100 + s, 300:300 + s],
+             photos["chelsea"][50:50 + s, 100:100 + s], photos["astronaut"][300:300 + s, 300:300 + s]]
+    return tf.constant(np.stack(crops).astype(np.float32) / 255.0)
+
+
+def _degrade(degrader, gt, seed, return_params=False):
+    kernels = sample_kernels(degrader.config, seed, batch_size=gt.shape[0])
+    return degrader(gt, kernels, seed, return_params=return_params)
+
+
+@pytest.fixture(scope="module")
+def degrade_fn():
+    """One traced graph shared by the tests (tracing the whole degradation takes seconds)."""
+    degrader = RealESRGANDegrader(SMALL, num_buckets=2)
+    return tf.function(lambda gt, seed: _degrade(degrader, gt, seed, return_params=True),
+                       input_signature=SPEC, autograph=False)
+
+
+def test_shapes_ranges_and_crop(gt_batch, degrade_fn):
+    full_usm = USMSharp()(gt_batch).numpy()
+    for i in range(3):
+        (lq, gt, gt_usm), p = degrade_fn(gt_batch, tf.constant([i, 9]))
+        assert lq.shape == (4, 12, 12, 3) and gt.shape == (4, 48, 48, 3) and gt_usm.shape == (4, 48, 48, 3)
+        lq = lq.numpy()
+        assert lq.min() >= 0 and lq.max() <= 1
+        np.testing.assert_allclose(lq * 255, np.round(lq * 255), atol=1e-4)  # 8-bit levels
+        top, left = int(p["crop_top"]) * 4, int(p["crop_left"]) * 4
+        np.testing.assert_array_equal(gt.numpy(), gt_batch.numpy()[:, top:top + 48, left:left + 48])
+        np.testing.assert_allclose(gt_usm.numpy(), full_usm[:, top:top + 48, left:left + 48], atol=1e-6)
+        h1 = int(np.floor(GT_SIDE * np.float64(p["resize1_scale"].numpy())))
+        assert tuple(p["resize1_size"].numpy()) == (h1, h1)
+
+
+def test_same_seed_same_output_and_different_seeds_differ(gt_batch, degrade_fn):
+    a = degrade_fn(gt_batch, tf.constant([1, 2]))[0][0].numpy()
+    b = degrade_fn(gt_batch, tf.constant([1, 2]))[0][0].numpy()
+    c = degrade_fn(gt_batch, tf.constant([1, 3]))[0][0].numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    eager = _degrade(RealESRGANDegrader(SMALL, num_buckets=2), gt_batch, tf.constant([1, 2]))[0].numpy()
+    # eager vs graph: same draws, the same image up to float rounding (and its effect on 8-bit rounding)
+    assert np.mean(np.abs(eager - a) > 1.5 / 255) < 0.01
+    # identical GT within a batch still gets different per-sample degradations
+    same = tf.tile(gt_batch[:1], [4, 1, 1, 1])
+    lq = degrade_fn(same, tf.constant([5, 5]))[0][0].numpy()
+    assert len({lq[i].tobytes() for i in range(4)}) == 4
+
+
+def test_degradation_is_visible_and_all_branches_run(gt_batch, degrade_fn):
+    """Over seeds, every per-batch branch is taken and the LQ differs from a plain area downscale."""
+    seen = {k: set() for k in ("resize1_direction", "resize1_mode", "gaussian_noise1", "second_blur",
+                               "final_resize_first")}
+    for i in range(24):
+        (lq, gt, _), p = degrade_fn(gt_batch, tf.constant([i, 0]))
+        for k in seen:
+            seen[k].add(int(p[k].numpy()))
+        clean = tf.nn.avg_pool2d(gt, 4, 4, "VALID").numpy()
+        assert np.abs(lq.numpy() - clean).mean() > 1e-3
+    assert seen["resize1_direction"] == {0, 1, 2} and seen["resize1_mode"] == {0, 1, 2}
+    assert all(seen[k] == {0, 1} for k in ("gaussian_noise1", "second_blur", "final_resize_first"))
+
+
+def test_runs_inside_tf_data_map_with_the_same_result(gt_batch, degrade_fn):
+    seeds = tf.constant([[4, 1], [4, 2]])
+    ds = tf.data.Dataset.zip((tf.data.Dataset.from_tensors(gt_batch).repeat(2),
+                              tf.data.Dataset.from_tensor_slices(seeds)))
+    ds = ds.map(lambda gt, seed: degrade_fn(gt, seed)[0])  # the same graph, run by tf.data
+    for (lq, gt, _), seed in zip(ds, seeds, strict=True):
+        (ref_lq, ref_gt, _), _ = degrade_fn(gt_batch, seed)
+        np.testing.assert_allclose(lq.numpy(), ref_lq.numpy(), atol=1e-6)
+        np.testing.assert_array_equal(gt.numpy(), ref_gt.numpy())
+
+
+def test_lowers_to_xla_and_every_op_has_a_gpu_kernel(degrade_fn):
+    """Every op has a GPU kernel, and the whole graph converts to XLA HLO (static shapes, no CPU-only ops).
+
+    The CPU backend's LLVM compile of the whole graph takes about a minute, so the test stops at HLO;
+    `benchmarks/bench_degradation.py` compiles and runs it at full size.
+    """
+    assert ops_without_gpu_kernel(degrade_fn.get_concrete_function()) == set()
+    degrader = RealESRGANDegrader(SMALL, num_buckets=1)
+    xla = tf.function(lambda gt, seed: _degrade(degrader, gt, seed), jit_compile=True, autograph=False)
+    hlo = xla.experimental_get_compiler_ir(tf.zeros(SPEC[0].shape), tf.constant([3, 4]))(stage="hlo")
+    entry = hlo[hlo.index("ENTRY"):]
+    assert "f32[4,12,12,3]" in entry and "f32[4,48,48,3]" in entry  # lq, gt with static shapes
+
+
+def test_pool_fills_then_swaps_random_pairs():
+    pool = TrainingPairPool(queue_size=4)
+    call = tf.function(pool)
+    passed, inputs = [], []
+    for i in range(6):
+        lq = tf.fill([2, 2, 2, 3], float(i))
+        gt = tf.fill([2, 8, 8, 3], float(i)) + tf.constant([0.0, 0.5])[:, None, None, None]
+        out_lq, out_gt = call(lq, gt, tf.constant([i, 1]))
+        if i < 2:  # filling: pass-through
+            np.testing.assert_array_equal(out_lq.numpy(), lq.numpy())
+        passed += list(out_gt.numpy()[:, 0, 0, 0])
+        inputs += list(gt.numpy()[:, 0, 0, 0])
+        np.testing.assert_array_equal(out_lq.numpy()[:, 0, 0, 0], np.floor(out_gt.numpy()[:, 0, 0, 0]))
+    # nothing lost: outputs plus the queue are the inputs, the first queue_size ones twice (they pass
+    # through while being enqueued, as in the official code)
+    assert sorted(passed + list(pool.queue_gt.numpy()[:, 0, 0, 0])) == sorted(inputs + inputs[:4])
+    assert int(pool.pointer.numpy()) == 4
+    assert passed[4:] != inputs[4:]  # once full, batches are swapped with queued pairs
+
+
+def test_pool_state_round_trips_through_a_checkpoint(tmp_path):
+    pool = TrainingPairPool(4, lq_shape=(2, 2, 3), gt_shape=(4, 4, 3))
+    for i in range(3):
+        pool(tf.fill([2, 2, 2, 3], float(i)), tf.fill([2, 4, 4, 3], float(i)), tf.constant([i, 0]))
+    path = tf.train.Checkpoint(pool=pool).save(str(tmp_path / "ckpt"))
+    restored = TrainingPairPool(4, lq_shape=(2, 2, 3), gt_shape=(4, 4, 3))
+    tf.train.Checkpoint(pool=restored).restore(path).assert_consumed()
+    np.testing.assert_array_equal(restored.queue_gt.numpy(), pool.queue_gt.numpy())
+    assert int(restored.pointer.numpy()) == 4
+    a = pool(tf.fill([2, 2, 2, 3], 9.0), tf.fill([2, 4, 4, 3], 9.0), tf.constant([5, 5]))
+    b = restored(tf.fill([2, 2, 2, 3], 9.0), tf.fill([2, 4, 4, 3], 9.0), tf.constant([5, 5]))
+    np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+
+
+def test_pool_rejects_a_batch_that_does_not_divide_the_queue():
+    with pytest.raises(DegradationConfigError, match="not divisible"):
+        TrainingPairPool(180, batch_size=7)
+    with pytest.raises(DegradationConfigError, match="not divisible"):
+        TrainingPairPool(10)(tf.zeros([4, 2, 2, 3]), tf.zeros([4, 8, 8, 3]), tf.constant([0, 0]))
+
+
+def test_pool_keeps_one_queue_per_replica_under_mirrored_strategy():
+    """Two logical CPUs: each replica enqueues its own shard (needs a fresh process for the devices)."""
+    code = textwrap.dedent("""
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from real_esrgan_tf.degradations import TrainingPairPool
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            pool = TrainingPairPool(2, lq_shape=(1, 1, 1), gt_shape=(1, 1, 1), batch_size=1)
+
+        @tf.function
+        def step(lq, seed):
+            def replica(lq):
+                return pool(lq, lq, seed)[0]
+            return strategy.run(replica, args=(lq,))
+
+        ds = strategy.experimental_distribute_dataset(
+            tf.data.Dataset.range(8).map(lambda i: tf.fill([1, 1, 1], tf.cast(i, tf.float32))).batch(2))
+        for i, batch in enumerate(ds):
+            step(batch, tf.constant([i, 0]))
+        local = [v.numpy().ravel().tolist() for v in pool.queue_lq.values]
+        print(sorted(local[0]), sorted(local[1]))
+        assert local[0] != local[1]
+        assert all(int(x) % 2 == 0 for x in local[0]) and all(int(x) % 2 == 1 for x in local[1])
+        """)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            cwd=os.path.dirname(os.path.dirname(__file__)), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
