@@ -250,3 +250,18 @@ def test_client_command(grpc_server, rest_server, predictor, photo_jpeg, tmp_pat
                      f"--input={src}", f"--output={out}", "--timeout=5"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "server unreachable" in err[0] and str(src) in err[0]
+
+
+def test_models_config_example_parses_as_model_server_config():
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    readme = os.path.join(os.path.dirname(__file__), "..", "savedmodels", "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    example = text.split("## models.config")[1].split("```")[1]
+    config = text_format.Parse(example, model_server_config_pb2.ModelServerConfig())
+    names = [c.name for c in config.model_config_list.config]
+    assert names == ["realesr-animevideov3", "realesrgan-x4plus"]
+    assert all(c.model_platform == "tensorflow" and c.base_path == f"/models/{c.name}"
+               for c in config.model_config_list.config)
