@@ -323,10 +323,12 @@ class Upscaler:
         """Runs the net over a float (H, W, 3) image tile by tile, writing quantised tiles into out."""
         h, w = image.shape[:2]
         pad = self.options.pre_pad
-        mod_h, mod_w = (-(h + pad)) % self.align, (-(w + pad)) % self.align
-        padded = image
-        if pad or mod_h or mod_w:  # reflect at bottom/right, as the official code
-            padded = np.pad(image, ((0, pad + mod_h), (0, pad + mod_w), (0, 0)), mode="reflect")
+        # Two separate reflections at the bottom/right, as the official code (not one of pad + mod:
+        # the second reflects the first's padding).
+        padded = np.pad(image, ((0, pad), (0, pad), (0, 0)), mode="reflect") if pad else image
+        mod_h, mod_w = -padded.shape[0] % self.align, -padded.shape[1] % self.align
+        if mod_h or mod_w:
+            padded = np.pad(padded, ((0, mod_h), (0, mod_w), (0, 0)), mode="reflect")
         import tensorflow as tf
 
         while True:
