@@ -1,0 +1,276 @@
+"""Building a training run from a `PipelineConfig` and running it (used by `real-esrgan-tf train`)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from real_esrgan_tf import degradations, losses
+from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN
+from real_esrgan_tf.training import checkpoints, monitoring
+from real_esrgan_tf.training.config import DataKind, GeneratorArch, PipelineConfig, Precision, XlaScope
+from real_esrgan_tf.training.strategy import make_train_function
+from real_esrgan_tf.training.trainer import LossWeights, RealESRGANTrainer, clone_generator
+from real_esrgan_tf.weights import load_generator
+
+EMA_EXPORT_NAME = "ema_generator.weights.h5"
+
+
+class InitError(ValueError):
+    """Initial weights that do not fit the configured model (names the source and the layer)."""
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: Precision):
+    """Build models under `precision`, restoring the previous global policy afterwards.
+
+    The generators take a `dtype` argument but also give it to their `keras.Input`, which rejects a
+    mixed policy name; building them under the policy (dtype=None) gives mixed layers instead.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(str(precision))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_generator(config: PipelineConfig) -> keras.Model:
+    g, scale = config.generator, config.train.scale
+    if g.arch is GeneratorArch.RRDBNET:
+        return RRDBNet(scale=scale, num_feat=g.num_feat, num_block=g.num_block, num_grow_ch=g.num_grow_ch)
+    return SRVGGNetCompact(num_feat=g.num_feat, num_conv=g.num_conv, upscale=scale, act=g.act)
+
+
+def copy_weights_by_layer(source: keras.Model, target: keras.Model, skip: tuple[str, ...], what: str) -> int:
+    """Copy weights layer by layer (same names); `skip` layers keep their initialisation.
+
+    This is how x2plus / x1 start from the x4plus weights: every layer but `conv_first` (whose input
+    channels differ: 12 or 48 instead of 3) has the same shape.
+    """
+    copied = 0
+    for layer in target.layers:
+        if not layer.weights or layer.name in skip:
+            continue
+        try:
+            src = source.get_layer(layer.name)
+        except ValueError:
+            raise InitError(f"{what}: has no layer {layer.name!r} (add it to init.skip_layers?)") from None
+        values = src.get_weights()
+        shapes = [tuple(v.shape) for v in values]
+        wanted = [tuple(w.shape) for w in layer.weights]
+        if shapes != wanted:
+            raise InitError(
+                f"{what}: layer {layer.name!r} has shapes {shapes}, the model needs {wanted} "
+                "(add it to init.skip_layers?)"
+            )
+        layer.set_weights(values)
+        copied += 1
+    return copied
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    config: PipelineConfig
+    strategy: tf.distribute.Strategy
+    trainer: RealESRGANTrainer
+    checkpoint: checkpoints.TrainingCheckpoint
+    start_step: int
+
+
+def build_run(
+    config: PipelineConfig,
+    model_dir: str,
+    strategy: tf.distribute.Strategy | None = None,
+    resume: bool = True,
+) -> TrainingRun:
+    """Models, optimizers, data-path modules and checkpoint, restored from `model_dir` if it has one."""
+    strategy = strategy or tf.distribute.get_strategy()
+    t, cfg_loss = config.train, config.losses
+    with strategy.scope(), dtype_policy(t.precision):
+        generator = build_generator(config)
+        ema = None
+        if config.init.generator:
+            what = f"init.generator {config.init.generator}"
+            copy_weights_by_layer(
+                load_generator(config.init.generator), generator, config.init.skip_layers, what
+            )
+        if config.init.ema_generator:
+            ema = clone_generator(generator)
+            what = f"init.ema_generator {config.init.ema_generator}"
+            copy_weights_by_layer(
+                load_generator(config.init.ema_generator), ema, config.init.skip_layers, what
+            )
+        discriminator = perceptual = None
+        if config.uses_discriminator:
+            discriminator = UNetDiscriminatorSN(
+                num_feat=config.discriminator.num_feat, skip_connection=config.discriminator.skip_connection
+            )
+            if config.init.discriminator:
+                discriminator.load_weights(config.init.discriminator)
+        if config.uses_perceptual:
+            perceptual = losses.PerceptualLoss(
+                losses.PerceptualLossConfig(dict(cfg_loss.perceptual_layer_weights), cfg_loss.vgg_weights)
+            )
+        degrader = pool = None
+        deg = config.degradation
+        sharpener = degradations.USMSharp(
+            deg.usm_kernel_size, deg.usm_sigma, deg.usm_weight, deg.usm_threshold
+        )
+        lq_size = t.gt_size // t.scale
+        if t.data is DataKind.SYNTHETIC:
+            degrader = degradations.RealESRGANDegrader(deg)
+            if deg.queue_size:
+                pool = degradations.TrainingPairPool(
+                    deg.queue_size, (lq_size, lq_size, 3), (t.gt_size, t.gt_size, 3), t.batch_size_per_replica
+                )
+        trainer = RealESRGANTrainer(
+            generator,
+            discriminator,
+            perceptual,
+            degrader=degrader,
+            pool=pool,
+            sharpener=sharpener,
+            loss_weights=LossWeights(
+                cfg_loss.l1_weight,
+                cfg_loss.perceptual_weight,
+                cfg_loss.gan_weight,
+                cfg_loss.l1_gt_usm,
+                cfg_loss.perceptual_gt_usm,
+                cfg_loss.gan_gt_usm,
+            ),
+            ema_decay=t.ema_decay,
+            ema_generator=ema,
+            seed=t.seed,
+        )
+        trainer.compile(
+            make_optimizer(config, "g"),
+            make_optimizer(config, "d") if discriminator else None,
+            jit_model_step=t.xla is XlaScope.MODEL_STEP,
+        )
+        trainer.build_state(
+            (t.batch_size_per_replica, lq_size, lq_size, 3),
+            (t.batch_size_per_replica, t.gt_size, t.gt_size, 3),
+        )
+    ckpt = checkpoints.TrainingCheckpoint(trainer, model_dir, config.checkpoint.keep_checkpoint_max)
+    start = (ckpt.restore_latest() if resume else None) or 0
+    return TrainingRun(config, strategy, trainer, ckpt, start)
+
+
+def make_optimizer(config: PipelineConfig, which: str):
+    o = config.optimizer
+    lr = o.g_lr if which == "g" else o.d_lr
+    schedule = lr
+    if o.milestones:
+        values = [lr * o.gamma**i for i in range(len(o.milestones) + 1)]
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(list(o.milestones), values)
+    optimizer = keras.optimizers.Adam(schedule, beta_1=o.beta_1, beta_2=o.beta_2, name=f"{which}_adam")
+    if config.train.precision is Precision.MIXED_FLOAT16:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{which}_loss_scale")
+    return optimizer
+
+
+def make_dataset(config: PipelineConfig, data: str, strategy, start_step: int, deterministic: bool):
+    from real_esrgan_tf.data import make_paired_dataset, make_train_dataset
+
+    t = config.train
+    global_batch = t.batch_size_per_replica * strategy.num_replicas_in_sync
+
+    def dataset_fn(input_context):
+        if t.data is DataKind.PAIRED:
+            return make_paired_dataset(
+                data,
+                global_batch,
+                t.gt_size,
+                t.scale,
+                seed=t.seed,
+                start_step=start_step,
+                deterministic=deterministic,
+                shuffle_buffer=t.shuffle_buffer,
+                input_context=input_context,
+            )
+        return make_train_dataset(
+            data,
+            global_batch,
+            t.crop_size,
+            degradation=config.degradation,
+            seed=t.seed,
+            start_step=start_step,
+            deterministic=deterministic,
+            shuffle_buffer=t.shuffle_buffer,
+            input_context=input_context,
+        )
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def _optimizer_scalars(optimizer, prefix):
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    out = {f"{prefix}_learning_rate": float(keras.ops.convert_to_numpy(inner.learning_rate))}
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        out[f"{prefix}_loss_scale"] = float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
+    return out
+
+
+def train(
+    run: TrainingRun,
+    data: str,
+    model_dir: str,
+    max_steps: int | None = None,
+    deterministic: bool = False,
+    print_fn=print,
+) -> int:
+    """Train from `run.start_step` to `train.total_steps` (or `max_steps` more); returns the last step."""
+    config, trainer, strategy = run.config, run.trainer, run.strategy
+    t, mon = config.train, config.monitoring
+    end = t.total_steps if max_steps is None else min(t.total_steps, run.start_step + max_steps)
+    summaries = monitoring.TrainingSummaries(model_dir)
+    validation = None
+    if mon.validation_data:
+        from real_esrgan_tf.data import make_paired_dataset
+
+        validation = make_paired_dataset(
+            mon.validation_data, 1, None, t.scale, shuffle=False, repeat=False, seed=0
+        )
+    iterator = iter(make_dataset(config, data, strategy, run.start_step, deterministic))
+    train_function = make_train_function(trainer, strategy, t.xla is XlaScope.FULL_STEP)
+    progress = monitoring.ProgressLine(end, run.start_step)
+    step = run.start_step
+    last_time, last_step = time.monotonic(), step
+    while step < end:
+        metrics = train_function(iterator)
+        step += 1
+        if step % mon.log_every_steps == 0 or step == end:
+            values = {k: float(v) for k, v in metrics.items()}
+            now = time.monotonic()
+            scalars = dict(values, steps_per_second=(step - last_step) / max(now - last_time, 1e-9))
+            last_time, last_step = now, step
+            scalars.update(_optimizer_scalars(trainer.g_optimizer, "g"))
+            if trainer.d_optimizer is not None:
+                scalars.update(_optimizer_scalars(trainer.d_optimizer, "d"))
+            summaries.scalars(step, scalars)
+            print_fn(progress.update(step, values))
+            if not all(np.isfinite(v) for v in values.values()):
+                logging.warning("non-finite loss at step %d: %s", step, values)
+        if validation is not None and (step % mon.validation_every_steps == 0 or step == end):
+            scores = monitoring.validate(
+                trainer.ema_generator, validation, t.scale, mon.validation_max_images
+            )
+            summaries.scalars(step, scores)
+            print_fn(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+            if step % mon.image_every_steps == 0 or step == end:
+                first = next(iter(validation))
+                sr = trainer.ema_generator(first["lq"], training=False)
+                summaries.images(step, first["lq"], sr, first["gt"])
+        if step % config.checkpoint.every_steps == 0 or step == end:
+            run.checkpoint.save()
+    path = checkpoints.export_ema_generator(trainer, os.path.join(model_dir, EMA_EXPORT_NAME))
+    print_fn(f"step {step}: EMA generator written to {path}")
+    return step

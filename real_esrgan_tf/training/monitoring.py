@@ -1,0 +1,110 @@
+"""What a trainer watches: TensorBoard scalars and images, validation PSNR/SSIM, a progress line.
+
+Validation follows BasicSR's `calculate_psnr` / `calculate_ssim` with `test_y_channel`: images
+rounded to 8 bits, the BT.601 luma Y = 16 + 65.481 R + 128.553 G + 24.966 B (0..255 scale),
+`scale` pixels cropped from every border, SSIM with an 11x11 Gaussian window (sigma 1.5).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+_Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
+
+
+def y_channel(images) -> np.ndarray:
+    """RGB in [0, 1], (..., H, W, 3) -> 8-bit-rounded luma on the 0..255 scale (..., H, W), float64."""
+    rgb = np.round(np.clip(np.asarray(images, np.float64), 0.0, 1.0) * 255.0) / 255.0
+    return rgb @ _Y_WEIGHTS + 16.0
+
+
+def _crop(y, border):
+    return y[..., border:-border, border:-border] if border else y
+
+
+def psnr_y(sr, gt, crop_border: int) -> float:
+    """PSNR (dB) on the Y channel of one image pair (H, W, 3) in [0, 1]."""
+    mse = np.mean((_crop(y_channel(sr), crop_border) - _crop(y_channel(gt), crop_border)) ** 2)
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+
+
+def ssim_y(sr, gt, crop_border: int) -> float:
+    """SSIM on the Y channel of one image pair (H, W, 3) in [0, 1] (valid 11x11 Gaussian windows)."""
+    a = _crop(y_channel(sr), crop_border)[None, :, :, None]
+    b = _crop(y_channel(gt), crop_border)[None, :, :, None]
+    value = tf.image.ssim(tf.constant(a), tf.constant(b), max_val=255.0, filter_size=11, filter_sigma=1.5)
+    return float(value[0])
+
+
+def validate(generator, dataset, scale: int, max_images: int) -> dict[str, float]:
+    """Mean Y-channel PSNR/SSIM of `generator` over paired batches {"lq", "gt"} (batch 1, any size)."""
+    psnrs, ssims = [], []
+    for batch in dataset.take(max_images):
+        sr = np.clip(generator(batch["lq"], training=False).numpy().astype(np.float32), 0.0, 1.0)
+        for s, g in zip(sr, batch["gt"].numpy(), strict=True):
+            psnrs.append(psnr_y(s, g, scale))
+            ssims.append(ssim_y(s, g, scale))
+    return {"val_psnr_y": float(np.mean(psnrs)), "val_ssim_y": float(np.mean(ssims))}
+
+
+def side_by_side(lq, sr, gt):
+    """(B, h, w, 3), (B, H, W, 3), (B, H, W, 3) -> (B, H, 3W, 3) image strips LQ | SR | GT in [0, 1]."""
+    height, width = tf.shape(gt)[1], tf.shape(gt)[2]
+    lq_up = tf.image.resize(tf.cast(lq, tf.float32), (height, width), method="nearest")
+    strips = [lq_up, tf.cast(sr, tf.float32), tf.cast(gt, tf.float32)]
+    return tf.clip_by_value(tf.concat(strips, axis=2), 0.0, 1.0)
+
+
+class TrainingSummaries:
+    """TensorBoard event files under `model_dir/logs`."""
+
+    def __init__(self, model_dir: str):
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs"))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+        self.writer.flush()
+
+    def images(self, step: int, lq, sr, gt, max_outputs: int = 4) -> None:
+        with self.writer.as_default(step=step):
+            tf.summary.image("lq_sr_gt", side_by_side(lq, sr, gt), max_outputs=max_outputs)
+        self.writer.flush()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    days, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+class ProgressLine:
+    """`step 1200/400000 (0.3%) | l_g_pix 0.0312 ... | 1.52 s/it | ETA 7d 00:31:12`."""
+
+    def __init__(self, total_steps: int, start_step: int, clock=time.monotonic):
+        self.total = total_steps
+        self.clock = clock
+        self.last_step, self.last_time = start_step, clock()
+        self.seconds_per_step = None
+
+    def update(self, step: int, metrics: dict[str, float]) -> str:
+        now = self.clock()
+        if step > self.last_step:
+            current = (now - self.last_time) / (step - self.last_step)
+            # smoothed, so one slow step (a checkpoint save) does not swing the ETA
+            sps = self.seconds_per_step
+            self.seconds_per_step = current if sps is None else 0.7 * sps + 0.3 * current
+        self.last_step, self.last_time = step, now
+        losses = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        line = f"step {step}/{self.total} ({100.0 * step / self.total:.1f}%) | {losses}"
+        if self.seconds_per_step is not None:
+            eta = format_duration((self.total - step) * self.seconds_per_step)
+            line += f" | {self.seconds_per_step:.3g} s/it | ETA {eta}"
+        return line

@@ -1,0 +1,62 @@
+"""Distribution: which tf.distribute strategy, and the distributed train function.
+
+`default` (one device), `mirrored` (all local GPUs, or logical CPUs), `multi_worker` (hosts from
+TF_CONFIG), `tpu` (a TPU found by the cluster resolver). The global batch is the per-replica batch
+times the number of replicas; each replica reads its own share of the shards (input_context) and
+draws its own random stream (the trainer folds the replica id into every seed).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+
+import tensorflow as tf
+
+
+class StrategyKind(enum.StrEnum):
+    DEFAULT = "default"
+    MIRRORED = "mirrored"
+    MULTI_WORKER = "multi_worker"
+    TPU = "tpu"
+
+
+class StrategyError(RuntimeError):
+    """The requested strategy cannot be set up here (one line: which and why)."""
+
+
+def make_strategy(kind: StrategyKind | str, tpu: str = "") -> tf.distribute.Strategy:
+    kind = StrategyKind(kind)
+    if kind is StrategyKind.DEFAULT:
+        return tf.distribute.get_strategy()
+    if kind is StrategyKind.MIRRORED:
+        return tf.distribute.MirroredStrategy()
+    if kind is StrategyKind.MULTI_WORKER:
+        if "TF_CONFIG" not in os.environ:
+            raise StrategyError("multi_worker: TF_CONFIG is not set (cluster spec and task of this host)")
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as e:
+            raise StrategyError(f"multi_worker: TF_CONFIG is not valid JSON ({e})") from None
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        raise StrategyError(f"tpu: no TPU found ({str(e).splitlines()[0]})") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def make_train_function(trainer, strategy: tf.distribute.Strategy, jit_compile: bool):
+    """iterator -> metrics averaged over replicas. The per-replica step is XLA-compiled if asked."""
+    step = tf.function(trainer.train_step, jit_compile=jit_compile, reduce_retracing=True)
+
+    @tf.function
+    def train_function(iterator):
+        per_replica = strategy.run(step, args=(next(iterator),))
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
+
+    return train_function

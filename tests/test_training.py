@@ -1,0 +1,310 @@
+"""Training: recipes/config, EMA formula, checkpoint resume, mixed precision, XLA + GPU kernels, smoke."""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from real_esrgan_tf.degradations import TrainingPairPool, USMSharp, sample_kernels
+from real_esrgan_tf.models import RRDBNet, UNetDiscriminatorSN
+from real_esrgan_tf.training import monitoring
+from real_esrgan_tf.training.checkpoints import TrainingCheckpoint
+from real_esrgan_tf.training.config import (
+    PIPELINE_DIR,
+    ConfigError,
+    DataKind,
+    Stage,
+    load_pipeline,
+    pipeline_from_dict,
+)
+from real_esrgan_tf.training.loop import build_run
+from real_esrgan_tf.training.strategy import make_train_function
+from real_esrgan_tf.training.trainer import RealESRGANTrainer
+from tests.graph_checks import ops_without_gpu_kernel
+
+RECIPES = (
+    "realesrnet_x4plus",
+    "realesrgan_x4plus",
+    "realesrgan_x2plus",
+    "realesrgan_x1",
+    "realesr_general_x4v3_compact",
+    "finetune_paired",
+    "smoke_cpu",
+)
+
+
+# ------------------------------------------------------------------ recipes and config
+
+
+def test_every_recipe_loads_with_official_values():
+    configs = {name: load_pipeline(name) for name in RECIPES}
+    net, gan = configs["realesrnet_x4plus"], configs["realesrgan_x4plus"]
+    assert net.train.stage is Stage.REALESRNET and not net.uses_discriminator and not net.uses_perceptual
+    assert (net.optimizer.g_lr, net.train.total_steps, net.train.batch_size_per_replica) == (
+        2e-4,
+        1_000_000,
+        12,
+    )
+    assert gan.uses_discriminator and gan.uses_perceptual
+    assert (gan.losses.l1_weight, gan.losses.perceptual_weight, gan.losses.gan_weight) == (1.0, 1.0, 0.1)
+    assert gan.losses.perceptual_layer_weights == {
+        "conv1_2": 0.1,
+        "conv2_2": 0.1,
+        "conv3_4": 1.0,
+        "conv4_4": 1.0,
+        "conv5_4": 1.0,
+    }
+    assert (gan.optimizer.g_lr, gan.optimizer.d_lr, gan.optimizer.beta_1, gan.optimizer.beta_2) == (
+        1e-4,
+        1e-4,
+        0.9,
+        0.99,
+    )
+    assert (gan.train.ema_decay, gan.train.gt_size, gan.degradation.queue_size) == (0.999, 256, 180)
+    assert (gan.losses.l1_gt_usm, gan.losses.perceptual_gt_usm, gan.losses.gan_gt_usm) == (True, True, False)
+    for name, scale in (("realesrgan_x2plus", 2), ("realesrgan_x1", 1)):
+        c = configs[name]
+        assert c.train.scale == c.degradation.scale == scale
+        assert c.init.generator == "realesrgan-x4plus" and c.init.skip_layers == ("conv_first",)
+    assert configs["realesr_general_x4v3_compact"].generator.num_conv == 32
+    assert configs["finetune_paired"].train.data is DataKind.PAIRED
+
+
+def test_unknown_key_is_an_error_naming_file_and_key(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[train]\nstage = "realesrgan"\ntotal_step = 10\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: unknown key 'train.total_step'"):
+        load_pipeline(str(path))
+    path.write_text("[degradation.stage1]\nnoise_rang = [1.0, 2.0]\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'degradation.stage1.noise_rang'"):
+        load_pipeline(str(path))
+    with pytest.raises(ConfigError, match=r"train.batch_size_per_replica: expected an integer"):
+        pipeline_from_dict({"train": {"batch_size_per_replica": "12"}})
+    with pytest.raises(ConfigError, match=r"train.precision: 'fp8' is not one of"):
+        pipeline_from_dict({}, ["train.precision=fp8"])
+    with pytest.raises(ConfigError, match=r"degradation.scale: set train.scale instead"):
+        pipeline_from_dict({"degradation": {"scale": 2}})
+    with pytest.raises(ConfigError, match=r"queue_size 180 is not divisible by the per-replica batch size 7"):
+        pipeline_from_dict({"train": {"batch_size_per_replica": 7}})
+
+
+def test_set_overrides_are_typed_and_reach_the_degradation():
+    c = load_pipeline(
+        "realesrgan_x4plus",
+        [
+            "train.total_steps=100",
+            "train.scale=2",
+            "init.generator=a/b.pth",
+            "degradation.stage2.noise_range=[1.0, 10.0]",
+        ],
+    )
+    assert (c.train.total_steps, c.train.scale, c.degradation.scale) == (100, 2, 2)
+    assert c.init.generator == "a/b.pth" and c.degradation.stage2.noise_range == (1.0, 10.0)
+    assert PIPELINE_DIR.endswith("pipelines")
+
+
+# ------------------------------------------------------------------ trainer mechanics on tiny models
+
+
+def _tiny_trainer(discriminator=True, ema_decay=0.9, pool=None, degrader=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    g = RRDBNet(num_feat=8, num_block=1, num_grow_ch=8)
+    d = UNetDiscriminatorSN(num_feat=8) if discriminator else None
+    trainer = RealESRGANTrainer(
+        g, d, None, degrader=degrader, pool=pool, sharpener=USMSharp(), ema_decay=ema_decay
+    )
+    adam = lambda: keras.optimizers.Adam(1e-3, beta_1=0.9, beta_2=0.99)  # noqa: E731
+    trainer.compile(adam(), adam() if discriminator else None)
+    trainer.build_state((2, 8, 8, 3), (2, 32, 32, 3))
+    return trainer
+
+
+def _paired_batch(seed):
+    rng = np.random.default_rng(seed)
+    gt = rng.uniform(size=(2, 32, 32, 3)).astype("float32")
+    lq = gt.reshape(2, 8, 4, 8, 4, 3).mean(axis=(2, 4))
+    return {"gt": tf.constant(gt), "lq": tf.constant(lq)}
+
+
+def test_ema_update_matches_formula():
+    trainer = _tiny_trainer(discriminator=False, ema_decay=0.9)
+    pairs = trainer.ema_pairs()
+    assert len(pairs) == len(trainer.generator.trainable_variables) > 0
+    ema_before = [e.numpy().copy() for e, _ in pairs]
+    np.testing.assert_array_equal(ema_before[0], pairs[0][1].numpy())  # starts as a copy of G
+    trainer.train_step(_paired_batch(0))
+    for (e, g), before in zip(pairs, ema_before, strict=True):
+        np.testing.assert_allclose(e.numpy(), 0.9 * before + 0.1 * g.numpy(), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(pairs[0][0].numpy(), pairs[0][1].numpy())  # G moved, EMA lags
+    assert int(trainer.step.numpy()) == 1
+
+
+def _area_degrader(gt, kernels, seed):
+    """A cheap, real degradation for mechanics tests: x4 area downscale + seeded noise, 8-bit levels."""
+    b, h, w, c = gt.shape
+    lq = tf.reduce_mean(tf.reshape(gt, (b, h // 4, 4, w // 4, 4, c)), axis=(2, 4))
+    lq = lq + 0.02 * tf.random.stateless_normal(tf.shape(lq), seed=seed) + 0.0 * kernels["kernel1"][0, 0, 0]
+    return tf.round(tf.clip_by_value(lq, 0.0, 1.0) * 255.0) / 255.0, gt, gt
+
+
+def _synthetic_batch(seed):
+    gt = tf.random.stateless_uniform((2, 32, 32, 3), seed=[seed, 1])
+    return {
+        "gt": gt,
+        "kernel1": tf.zeros((2, 21, 21)),
+        "kernel2": tf.zeros((2, 21, 21)),
+        "sinc_kernel": tf.zeros((2, 21, 21)),
+    }
+
+
+def _state(trainer):
+    values = [
+        v.numpy()
+        for v in trainer.generator.weights + trainer.discriminator.weights + trainer.ema_generator.weights
+    ]
+    values += [trainer.pool.queue_lq.numpy(), trainer.pool.queue_gt.numpy(), trainer.pool.pointer.numpy()]
+    values += [v.numpy() for v in trainer.g_optimizer.variables + trainer.d_optimizer.variables]
+    return values
+
+
+def test_checkpoint_resume_continues_bit_for_bit(tmp_path):
+    """Run A: 3 steps, save, 3 more. Run B (other init): restore, same 3 batches -> A's exact state."""
+    batches = [_synthetic_batch(i) for i in range(6)]
+    make = lambda seed: _tiny_trainer(
+        pool=TrainingPairPool(4, (8, 8, 3), (32, 32, 3), 2),  # noqa: E731
+        degrader=_area_degrader,
+        seed=seed,
+    )
+    a = make(0)
+    step_a = tf.function(a.train_step)
+    for b in batches[:3]:
+        step_a(b)
+    ckpt_a = TrainingCheckpoint(a, str(tmp_path), keep_checkpoint_max=2)
+    ckpt_a.save()
+    saved = _state(a)
+    for b in batches[3:]:
+        step_a(b)
+    final = _state(a)
+
+    b_ = make(1)
+    assert not np.array_equal(_state(b_)[0], saved[0])
+    ckpt_b = TrainingCheckpoint(b_, str(tmp_path))
+    assert ckpt_b.restore_latest() == 3
+    for x, y in zip(_state(b_), saved, strict=True):
+        np.testing.assert_array_equal(x, y)
+    step_b = tf.function(b_.train_step)
+    for b in batches[3:]:
+        step_b(b)
+    for x, y in zip(_state(b_), final, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_steps_are_finite_with_float32_weights(precision, tmp_path):
+    config = load_pipeline(
+        "smoke_cpu",
+        [
+            f"train.precision={precision}",
+            'train.data="paired"',
+            "losses.perceptual_layer_weights={conv1_2 = 0.1}",
+        ],
+    )
+    run = build_run(config, str(tmp_path))
+    trainer = run.trainer
+    assert trainer.generator.layers[1].compute_dtype == precision.split("_")[1]
+    assert isinstance(trainer.g_optimizer, keras.optimizers.LossScaleOptimizer) == (
+        precision == "mixed_float16"
+    )
+    data = iter(tf.data.Dataset.from_tensors(_paired_batch(0)).repeat())
+    step = make_train_function(trainer, run.strategy, jit_compile=False)
+    for _ in range(2):
+        metrics = {k: float(v) for k, v in step(data).items()}
+        assert all(math.isfinite(v) for v in metrics.values()), metrics
+    models = (trainer.generator, trainer.discriminator, trainer.ema_generator)
+    assert all(w.dtype == "float32" for m in models for w in m.weights)
+    assert not np.allclose(trainer.ema_generator.weights[0].numpy(), trainer.generator.weights[0].numpy())
+
+
+# ------------------------------------------------------------------ the real degradation: XLA, GPU, smoke
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, photos):
+    """The smoke recipe with the real degradation, its step traced once (graph mode)."""
+    config = load_pipeline("smoke_cpu")
+    run = build_run(config, str(tmp_path_factory.mktemp("smoke")))
+    crops = (
+        np.stack(
+            [p[i : i + 48, j : j + 48] for p in photos.values() for i in (40, 120, 200) for j in (60, 140)]
+        ).astype("float32")
+        / 255.0
+    )  # (18, 48, 48, 3)
+
+    def batch(i, seed):
+        idx = np.random.default_rng(seed + i).choice(len(crops), 2, replace=False)
+        return {
+            "gt": tf.constant(crops[idx]),
+            **sample_kernels(config.degradation, tf.constant([seed, i]), batch_size=2),
+        }
+
+    step = tf.function(run.trainer.train_step)
+    concrete = step.get_concrete_function(batch(0, 0))
+    return dataclasses.make_dataclass("Smoke", ["run", "batch", "step", "concrete", "crops"])(
+        run, batch, step, concrete, crops
+    )
+
+
+def test_full_train_step_compiles_with_xla_and_has_gpu_kernels(smoke):
+    assert ops_without_gpu_kernel(smoke.concrete) == set()
+    # Lowering to XLA HLO is what jit_compile=True does before code generation: it fails on any op
+    # without an XLA kernel (bicubic/area resize, encode_jpeg, random_poisson, bessel_j1, ...).
+    # The traced step is wrapped (a function call, no retrace) in a jit_compile=True function.
+    compiled = tf.function(lambda batch: smoke.concrete(batch), jit_compile=True)
+    hlo = compiled.experimental_get_compiler_ir(smoke.batch(0, 0))(stage="hlo")
+    assert "ENTRY" in hlo
+
+
+def test_smoke_recipe_lowers_l1_on_a_fixed_degraded_validation_set(smoke):
+    trainer = smoke.run.trainer
+    gt = tf.constant(smoke.crops[::3])  # 6 fixed crops
+    kernels = sample_kernels(smoke.run.config.degradation, tf.constant([7, 7]), batch_size=6)
+    lq, gt, _ = trainer._degrader(gt, kernels, tf.constant([7, 8]))  # fixed seed: a fixed set
+
+    def val_l1():
+        return float(tf.reduce_mean(tf.abs(trainer.generator(lq) - gt)))
+
+    before = val_l1()
+    for i in range(smoke.run.config.train.total_steps):
+        metrics = smoke.step(smoke.batch(i, 100))
+    after = val_l1()
+    assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert after < 0.7 * before, (before, after)
+
+
+# ------------------------------------------------------------------ monitoring
+
+
+def test_psnr_ssim_y_match_skimage(photos):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    gt = photos["coffee"][:64, :80].astype("float32") / 255.0
+    sr = np.clip(gt + np.random.default_rng(0).normal(0, 0.03, gt.shape), 0, 1).astype("float32")
+    y_gt, y_sr = monitoring.y_channel(gt)[4:-4, 4:-4], monitoring.y_channel(sr)[4:-4, 4:-4]
+    assert monitoring.psnr_y(sr, gt, 4) == pytest.approx(
+        peak_signal_noise_ratio(y_gt, y_sr, data_range=255), rel=1e-9
+    )
+    ref = structural_similarity(
+        y_gt, y_sr, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
+    assert monitoring.ssim_y(sr, gt, 4) == pytest.approx(ref, abs=5e-3)
+    assert monitoring.psnr_y(gt, gt, 4) == float("inf")
+
+
+def test_progress_line_eta():
+    times = iter([0.0, 10.0])
+    progress = monitoring.ProgressLine(total_steps=100, start_step=0, clock=lambda: next(times))
+    line = progress.update(10, {"l_g_pix": 0.5})
+    assert line.startswith("step 10/100 (10.0%) | l_g_pix 0.5") and line.endswith("1 s/it | ETA 00:01:30")
