@@ -128,32 +128,31 @@ def test_deterministic_mode_reproduces_and_resumes_with_kernels(tmp_path):
     ]
     config = DegradationConfig()
 
-    def make(seed, start_step=0):
+    def make(seed, start_step=0, degradation=config):
         return make_train_dataset(
             pattern,
             3,
             16,
-            degradation=config,
+            degradation=degradation,
             seed=seed,
             deterministic=True,
             start_step=start_step,
             shuffle_buffer=4,
         )
 
-    first, again = _batches(make(7), 5), _batches(make(7), 5)
-    for a, b in zip(first, again, strict=True):
-        assert sorted(a) == ["gt", "kernel1", "kernel2", "sinc_kernel"]
+    first = _batches(make(7), 4)
+    # a separately built pipeline resumed at step 2 continues the very same stream
+    resumed = _batches(make(7, start_step=2), 2)
+    for a, b in zip(first[2:], resumed, strict=True):
+        assert sorted(b) == ["gt", "kernel1", "kernel2", "sinc_kernel"]
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
-    for a, b in zip(first[2:], _batches(make(7, start_step=2), 3), strict=True):
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key])
-    other = _batches(make(8), 5)
+    other = _batches(make(8, degradation=None), 4)
     assert any(not np.array_equal(a["gt"], b["gt"]) for a, b in zip(first, other, strict=True))
     kernels = np.concatenate([b["kernel1"] for b in first])
-    assert kernels.shape == (15, 21, 21)
+    assert kernels.shape == (12, 21, 21)
     np.testing.assert_allclose(kernels.sum(axis=(1, 2)), 1.0, rtol=1e-5)
-    assert len({k.tobytes() for k in kernels}) == 15  # one draw per example
+    assert len({k.tobytes() for k in kernels}) == 12  # one draw per example
 
 
 def _ids_seen(pattern, pipelines, **kwargs):

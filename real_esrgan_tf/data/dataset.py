@@ -109,6 +109,7 @@ def _read_shard(path, size, skip_bad_records: bool, num_parts: int = 1, part: in
     records = records.map(lambda i, r: (i, r, False))
     end = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant(b""), True))
 
+    @tf.autograph.experimental.do_not_convert
     def count_bytes(total, item):
         i, r, is_end = item
         total = (
@@ -118,6 +119,7 @@ def _read_shard(path, size, skip_bad_records: bool, num_parts: int = 1, part: in
         )
         return total, (i, r, is_end, total)
 
+    @tf.autograph.experimental.do_not_convert
     def check_end(i, r, is_end, total):
         message = tf.strings.join(
             [
@@ -240,6 +242,7 @@ def _log_and_drop_bad(ds: tf.data.Dataset, skip_bad_records: bool) -> tf.data.Da
     if not skip_bad_records:
         return ds.map(lambda features, ok: features)
 
+    @tf.autograph.experimental.do_not_convert
     def count(n, item):
         features, ok = item
         n = n + tf.where(ok, tf.constant(0, tf.int64), 1)
@@ -336,6 +339,7 @@ def make_train_dataset(
         records = records.skip(start_step * batch)
     base = _base_seed(seed, pipeline_id)
 
+    @tf.autograph.experimental.do_not_convert
     def example(index, item):
         parsed, ok = _checked(item, paired=False, skip_bad_records=skip_bad_records)
         image = tf.cond(ok, lambda: parsed["image"], lambda: tf.zeros([gt_size, gt_size, 3]))
@@ -412,6 +416,7 @@ def make_paired_dataset(
         records = records.skip(start_step * batch)
     base = _base_seed(seed, pipeline_id)
 
+    @tf.autograph.experimental.do_not_convert
     def example(index, item):
         parsed, ok = _checked(item, paired=True, skip_bad_records=skip_bad_records)
         gt, lq = parsed["image"], parsed["lq"]
@@ -473,6 +478,7 @@ def make_record_dataset(
         part=0 if by_file else pipeline_id,
     )
 
+    @tf.autograph.experimental.do_not_convert
     def example(item):
         parsed, ok = _checked(item, paired=paired, skip_bad_records=skip_bad_records)
         return dict(parsed, shard=item["shard"], index=item["index"]), ok
