@@ -186,6 +186,7 @@ def main() -> None:
             row["xla_psnr_vs_fp32"] = psnr(outputs["fp32_xla"], outputs["fp32"])
         row["ncnn_psnr_vs_fp32"] = psnr(outputs["ncnn"], outputs["fp32"])
         report["sizes"][str(size)] = row
+        print(f"LR {size}: {json.dumps(row)}", file=sys.stderr, flush=True)  # progress; stdout stays one line
     if not args.skip_rss:
         report["peak_rss_2000_tile256_mb"] = {
             "x4plus_head": peak_rss_mb("x4plus-head"),
