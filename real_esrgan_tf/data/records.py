@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-import numpy as np
-
 SHARD_SUFFIX = ".tfrecord"
 MANIFEST_NAME = "manifest.json"
 
@@ -199,11 +197,3 @@ def status_message(shard, index, status):
         ["is fine"] + [STATUS_REASONS[RecordStatus(i)] for i in range(1, len(RecordStatus))]
     )
     return tf.strings.join([shard, ": record ", tf.strings.as_string(index), " ", reasons[status]])
-
-
-def png_ihdr_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) from a PNG header, None for anything else."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
-        return None
-    w, h = np.frombuffer(data[16:24], dtype=">u4")
-    return int(h), int(w)
