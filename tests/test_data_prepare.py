@@ -55,9 +55,12 @@ def _write_inputs(folder, photos):
             images.write_image(os.path.join(folder, rel), photos["coffee"][50:110, 60:140], quality=90)
         else:
             images.write_image(os.path.join(folder, rel), px)
-    with open(os.path.join(folder, "broken.png"), "wb") as f:
+    with open(os.path.join(folder, "broken.png"), "wb") as f:  # fails at the header scan
         f.write(b"\x89PNG\r\n\x1a\n not really")
-    return sorted(originals) + ["broken.png"]
+    jpeg = images.encode_image(photos["chelsea"][:64, :64], "jpeg")
+    with open(os.path.join(folder, "cut.jpg"), "wb") as f:  # header fine, fails when a worker decodes it
+        f.write(jpeg[: len(jpeg) // 2])
+    return sorted(originals) + ["broken.png", "cut.jpg"]
 
 
 def _expected_rgb(path):
@@ -79,7 +82,8 @@ def test_round_trip_exact_pixels_and_metadata(tmp_path, photos):
     _write_inputs(str(src), photos)
     config = prep.PrepareConfig(inputs=(str(src),), crop=32, step=24, thresh=0, num_shards=3)
     manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
-    assert [s["path"] for s in manifest["skipped"]] == ["broken.png"]
+    assert [s["path"] for s in manifest["skipped"]] == ["broken.png", "cut.jpg"]
+    assert "truncated" in manifest["skipped"][1]["reason"]
     assert (manifest["gray_promoted_to_rgb"], manifest["alpha_dropped"], manifest["sixteen_bit_images"]) == (
         1,
         1,
