@@ -168,3 +168,14 @@ def test_upscale_image_rejects_bad_input(exported):
     with pytest.raises(tf.errors.InvalidArgumentError, match="outscale"):
         loaded.upscale_image(image=tf.constant(encode(np.zeros((4, 4, 3), np.uint8), "PNG")),
                              outscale=tf.constant(-1.0))
+
+
+def test_network_and_tiling_have_gpu_kernels(rrdb_x2):
+    """On a GPU server only image decoding/encoding and the outscale resize stay on the host."""
+    from tests.graph_checks import ops_without_gpu_kernel
+
+    module = SuperResolutionModule(rrdb_x2, ServingConfig(tile=16, tile_pad=4))
+    assert ops_without_gpu_kernel(module.serving_default.get_concrete_function()) == set()
+    host_only = {"DecodeImage", "DecodeJpeg", "DecodePng", "EncodePng", "Substr", "StringJoin",
+                 "ScaleAndTranslate"}  # the last one: Lanczos for outscale
+    assert ops_without_gpu_kernel(module.upscale_image.get_concrete_function()) == host_only
