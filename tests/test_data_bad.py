@@ -114,6 +114,9 @@ def test_truncated_or_corrupt_shard_without_manifest(tmp_path, photos, capfd):
             pass
 
 
-def test_empty_file_pattern_is_an_error(tmp_path):
+def test_empty_file_pattern_or_shards_are_an_error(tmp_path):
     with pytest.raises(DataError, match="matches no files"):
+        make_train_dataset(str(tmp_path / "*.tfrecord"), 2, 16)
+    write_shard(tmp_path / "empty.tfrecord", [])
+    with pytest.raises(DataError, match="empty.tfrecord: the shards hold no records"):
         make_train_dataset(str(tmp_path / "*.tfrecord"), 2, 16)

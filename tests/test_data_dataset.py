@@ -178,3 +178,43 @@ def test_workers_see_disjoint_records_that_cover_the_set(tmp_path):
         assert len(a) == len(set(a)) == 8 and len(b) == len(set(b)) == 8
         assert not set(a) & set(b) and set(a) | set(b) == set(range(16))
     assert len(shards) == 4
+
+
+DISTRIBUTED = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from real_esrgan_tf.data.dataset import make_train_dataset
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+contexts = []
+
+def dataset_fn(ctx):
+    contexts.append((ctx.num_input_pipelines, ctx.num_replicas_in_sync))
+    return make_train_dataset(sys.argv[1], 4, 8, input_context=ctx, seed=2, shuffle_buffer=4)
+
+batch = next(iter(strategy.distribute_datasets_from_function(dataset_fn)))
+local = [t.numpy() for t in strategy.experimental_local_results(batch["gt"])]
+total = strategy.run(lambda b: tf.reduce_sum(b["gt"]), args=(batch,))
+summed = float(strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None))
+print(contexts, [x.shape for x in local], abs(summed - sum(float(x.sum()) for x in local)) < 1e-3)
+"""
+
+
+def test_distribute_datasets_from_function_gives_per_replica_batches(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    images = [build_example(crop_record(coordinate_image(10, 10, i))) for i in range(8)]
+    pattern = write_shard(tmp_path / "d.tfrecord", images)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=repo)
+    out = subprocess.run(
+        [sys.executable, "-c", DISTRIBUTED, pattern], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[(1, 2)] [(2, 8, 8, 3), (2, 8, 8, 3)] True"

@@ -87,6 +87,10 @@ def check_shards(
                 raise DataError(f"{f}: {problem}")
             logging.warning("%s: %s; reading it anyway, bad records will be skipped", f, problem)
         checked.append(ShardFile(f, size))
+    listed = [entries[f]["records"] for f in files if f in entries]
+    if all(s.size == 0 for s in checked) or (len(listed) == len(files) and sum(listed) == 0):
+        # a repeated dataset without elements would spin forever instead of failing
+        raise DataError(f"{files[0]}{' ...' if len(files) > 1 else ''}: the shards hold no records")
     return checked
 
 
