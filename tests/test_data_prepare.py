@@ -49,6 +49,7 @@ def _write_inputs(folder, photos):
             [photos["coffee"][:36, :44], rng.integers(0, 256, (36, 44, 1), np.uint8)], -1
         ),
         "deep16.png": rng.integers(0, 65536, (34, 38, 3), dtype=np.uint16),
+        "gray16.png": rng.integers(0, 65536, (20, 36, 1), dtype=np.uint16),
     }
     for rel, px in originals.items():
         if px is None:
@@ -84,11 +85,8 @@ def test_round_trip_exact_pixels_and_metadata(tmp_path, photos):
     manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
     assert [s["path"] for s in manifest["skipped"]] == ["broken.png", "cut.jpg"]
     assert "truncated" in manifest["skipped"][1]["reason"]
-    assert (manifest["gray_promoted_to_rgb"], manifest["alpha_dropped"], manifest["sixteen_bit_images"]) == (
-        1,
-        1,
-        1,
-    )
+    counts = (manifest["gray_promoted_to_rgb"], manifest["alpha_dropped"], manifest["sixteen_bit_images"])
+    assert counts == (2, 1, 2)
     records = _records(str(tmp_path / "out" / "*.tfrecord"))
     assert len(records) == manifest["total_records"] == sum(s["records"] for s in manifest["shards"])
     seen = {}
@@ -106,7 +104,14 @@ def test_round_trip_exact_pixels_and_metadata(tmp_path, photos):
     for source, boxes in seen.items():
         h, w = _expected_rgb(str(src / source)).shape[:2]
         assert sorted(boxes) == sorted(prep.crop_boxes(h, w, 32, 24, 0)), source
-    assert set(seen) == {"astronaut.png", "sub/coffee.jpg", "gray.png", "rgba.png", "deep16.png"}
+    assert set(seen) == {
+        "astronaut.png",
+        "sub/coffee.jpg",
+        "gray.png",
+        "rgba.png",
+        "deep16.png",
+        "gray16.png",
+    }
 
 
 def test_multiscale_copies_are_pil_lanczos(tmp_path, photos):
