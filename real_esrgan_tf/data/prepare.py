@@ -203,7 +203,9 @@ def make_plan(config: PrepareConfig) -> Plan:
                     }
                 )
                 continue
-            listing.append([gts[stem], gh, gw, lqs[stem], lh, lw])
+            listing.append(
+                [gts[stem], gh, gw, os.path.getsize(gt_path), lqs[stem], lh, lw, os.path.getsize(lq_path)]
+            )
             if (gh, gw) != (lh * config.scale, lw * config.scale):
                 skipped.append(
                     {"path": gts[stem], "reason": f"GT {gh}x{gw} is not {config.scale} x LQ {lh}x{lw}"}
@@ -240,7 +242,7 @@ def make_plan(config: PrepareConfig) -> Plan:
                 except images.ImageError as e:
                     skipped.append({"path": source, "reason": e.reason})
                     continue
-                listing.append([source, h, w])
+                listing.append([source, h, w, os.path.getsize(path)])  # a changed file = another plan
                 for v in variants:
                     vh, vw = v.size(h, w)
                     boxes = crop_boxes(vh, vw, config.crop, config.step, config.thresh)
@@ -624,9 +626,9 @@ def run(fv: flags.FlagValues) -> int:
         )
         return 2
     config = PrepareConfig(
-        inputs=tuple(fv.input),
-        gt=fv.gt,
-        lq=fv.lq,
+        inputs=tuple(os.path.abspath(d) for d in fv.input),  # the same run from any working folder
+        gt=os.path.abspath(fv.gt) if fv.gt else "",
+        lq=os.path.abspath(fv.lq) if fv.lq else "",
         scale=fv.scale if fv.gt else 1,
         crop=fv.crop,
         step=fv.step,
