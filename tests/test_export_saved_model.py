@@ -142,6 +142,11 @@ def test_upscale_image_formats(exported, rrdb_x2, photos):
     rgba_out = decode_png(loaded.upscale_image(image=tf.constant(encode(rgba, "PNG")))["png_bytes"].numpy())
     np.testing.assert_allclose(rgba_out, Upscaler(rrdb_x2).upscale(rgba), atol=1)
 
+    def served(data):
+        return loaded.upscale_image(image=tf.constant(data))["png_bytes"].numpy()
+
+    assert served(encode(crop, "WEBP", lossless=True)) == served(encode(crop, "PNG"))
+
     deep = crop.astype(np.uint16) * 257 + 100  # 16-bit in -> 16-bit out
     deep_png = tf.io.encode_png(deep).numpy()
     deep_out = decode_png(loaded.upscale_image(image=tf.constant(deep_png))["png_bytes"].numpy())
