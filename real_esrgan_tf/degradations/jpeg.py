@@ -50,19 +50,24 @@ def quality_to_factor(quality: tf.Tensor) -> tf.Tensor:
     return tf.where(quality < 50, 5000.0 / quality, 200.0 - 2.0 * quality) / 100.0
 
 
+_DCT2 = np.kron(_DCT, _DCT)  # [(u, v), (x, y)]: the 2-D DCT of a row-major flattened 8x8 block
+
+
 def _compress_plane(plane: tf.Tensor, table: np.ndarray, factor: tf.Tensor) -> tf.Tensor:
-    """[B, H, W] (H, W multiples of 8) -> the same plane after DCT, quantise, round, dequantise, IDCT."""
-    batch, height, width = plane.shape
-    blocks = tf.reshape(plane - 128.0, [-1, height // 8, 8, width // 8, 8])  # [B, h, x, w, y]
-    dct = tf.constant(_DCT)
-    coef = tf.einsum("ux,bhxwy,vy->bhuwv", dct, blocks, dct)
-    step = tf.constant(table)[None, None, :, None, :] * factor[:, None, None, None, None]  # [B,1,8,1,8]
+    """[B, H, W] (H, W multiples of 8) -> the same plane after DCT, quantise, round, dequantise, IDCT.
+
+    Blocks become 64-vectors with space_to_depth (row-major within the block), so the DCT and its
+    inverse are single [N, 64] x [64, 64] matmuls.
+    """
+    blocks = tf.nn.space_to_depth(plane[..., None] - 128.0, 8)  # [B, H/8, W/8, 64]
+    coef = tf.linalg.matmul(blocks, tf.constant(_DCT2), transpose_b=True)  # index u * 8 + v
+    step = tf.constant(table.reshape(64)) * factor[:, None, None, None]  # [B, 1, 1, 64]
     # libjpeg clamps table entries to >= 1; without it quality 100 divides by zero. This changes
     # nothing for qualities <= 95 (the smallest official step is 10 * 0.1 = 1).
     step = tf.maximum(step, 1.0)
     coef = tf.round(coef / step) * step
-    pixels = tf.einsum("ux,bhuwv,vy->bhxwy", dct, coef, dct) + 128.0
-    return tf.reshape(pixels, [-1, height, width])
+    pixels = tf.linalg.matmul(coef, tf.constant(_DCT2)) + 128.0
+    return tf.nn.depth_to_space(pixels, 8)[..., 0]
 
 
 def diff_jpeg(images: tf.Tensor, quality: tf.Tensor) -> tf.Tensor:
