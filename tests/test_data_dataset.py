@@ -128,27 +128,25 @@ def test_deterministic_mode_reproduces_and_resumes_with_kernels(tmp_path):
     ]
     config = DegradationConfig()
 
-    def make(seed, start_step=0, degradation=config):
+    def make(start_step=0):
         return make_train_dataset(
             pattern,
             3,
             16,
-            degradation=degradation,
-            seed=seed,
+            degradation=config,
+            seed=7,
             deterministic=True,
             start_step=start_step,
             shuffle_buffer=4,
         )
 
-    first = _batches(make(7), 4)
+    first = _batches(make(), 4)
     # a separately built pipeline resumed at step 2 continues the very same stream
-    resumed = _batches(make(7, start_step=2), 2)
+    resumed = _batches(make(start_step=2), 2)
     for a, b in zip(first[2:], resumed, strict=True):
         assert sorted(b) == ["gt", "kernel1", "kernel2", "sinc_kernel"]
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
-    other = _batches(make(8, degradation=None), 4)
-    assert any(not np.array_equal(a["gt"], b["gt"]) for a, b in zip(first, other, strict=True))
     kernels = np.concatenate([b["kernel1"] for b in first])
     assert kernels.shape == (12, 21, 21)
     np.testing.assert_allclose(kernels.sum(axis=(1, 2)), 1.0, rtol=1e-5)
