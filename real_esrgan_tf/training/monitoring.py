@@ -59,21 +59,44 @@ def side_by_side(lq, sr, gt):
     return tf.clip_by_value(tf.concat(strips, axis=2), 0.0, 1.0)
 
 
+def _metadata(plugin: str, data_class: int) -> bytes:
+    from tensorflow.core.framework import summary_pb2
+
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin), data_class=data_class
+    ).SerializeToString()
+
+
 class TrainingSummaries:
-    """TensorBoard event files under `model_dir/logs`."""
+    """TensorBoard event files under `model_dir/logs`.
+
+    Written with the core `tf.summary.write` op and TensorBoard's plugin metadata ("scalars",
+    "images"), so training does not need the tensorboard package, only viewing does.
+    """
+
+    _SCALAR = 1  # summary_pb2.DATA_CLASS_SCALAR
+    _BLOB_SEQUENCE = 3  # summary_pb2.DATA_CLASS_BLOB_SEQUENCE
 
     def __init__(self, model_dir: str):
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs"))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
+        metadata = _metadata("scalars", self._SCALAR)
         with self.writer.as_default(step=step):
             for name, value in values.items():
-                tf.summary.scalar(name, value)
+                tf.summary.write(name, tf.constant(value, tf.float32), metadata=metadata)
         self.writer.flush()
 
     def images(self, step: int, lq, sr, gt, max_outputs: int = 4) -> None:
+        """LQ | SR | GT strips as PNGs: [width, height, png...] strings, as tf.summary.image writes."""
+        strips = side_by_side(lq, sr, gt)[:max_outputs]
+        pngs = [
+            tf.io.encode_png(tf.image.convert_image_dtype(img, tf.uint8, saturate=True)) for img in strips
+        ]
+        shape = tf.shape(strips)
+        tensor = tf.stack([tf.strings.as_string(shape[2]), tf.strings.as_string(shape[1]), *pngs])
         with self.writer.as_default(step=step):
-            tf.summary.image("lq_sr_gt", side_by_side(lq, sr, gt), max_outputs=max_outputs)
+            tf.summary.write("lq_sr_gt", tensor, metadata=_metadata("images", self._BLOB_SEQUENCE))
         self.writer.flush()
 
 

@@ -1,0 +1,149 @@
+"""`real-esrgan-tf train` end to end: a run killed with SIGKILL resumes at its last checkpoint.
+
+Stage 1 (generator only) on paired shards keeps the subprocess short; the full stage-2 step with the
+real degradation and the pool is covered in test_training.py (including bit-exact resume).
+"""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from real_esrgan_tf.training.config import load_pipeline
+from real_esrgan_tf.training.loop import EMA_EXPORT_NAME, build_run, train
+from real_esrgan_tf.weights import load_generator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OVERRIDES = [
+    'train.stage="realesrnet"',
+    'train.data="paired"',
+    "losses.perceptual_weight=0.0",
+    "losses.gan_weight=0.0",
+    "train.total_steps=100000",
+    "checkpoint.every_steps=3",
+    "checkpoint.keep_checkpoint_max=2",
+    "monitoring.log_every_steps=1",
+]
+
+
+@pytest.fixture(scope="module")
+def paired_shards(tmp_path_factory, photos):
+    from real_esrgan_tf.data.prepare import PrepareConfig, prepare
+
+    root = tmp_path_factory.mktemp("paired")
+    for sub in ("gt", "lq"):
+        (root / sub).mkdir()
+    for name, photo in photos.items():
+        gt = photo[:128, :128]
+        Image.fromarray(gt).save(root / "gt" / f"{name}.png")
+        lq = gt.reshape(32, 4, 32, 4, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+        Image.fromarray(lq).save(root / "lq" / f"{name}.png")
+    config = PrepareConfig(gt=str(root / "gt"), lq=str(root / "lq"), scale=4, crop=48, step=40, num_shards=2)
+    prepare(config, str(root / "shards"), progress=False)
+    return str(root / "shards" / "*.tfrecord")
+
+
+def _train_command(data, model_dir, *extra):
+    sets = [a for o in OVERRIDES for a in ("--set", o)]
+    return [
+        sys.executable,
+        "-m",
+        "real_esrgan_tf.cli",
+        "train",
+        "--pipeline",
+        "smoke_cpu",
+        "--data",
+        data,
+        "--model_dir",
+        model_dir,
+        *sets,
+        *extra,
+    ]
+
+
+def _digest(array):
+    return array.shape, hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def test_sigkilled_run_resumes_at_its_last_checkpoint_with_identical_weights(paired_shards, tmp_path):
+    model_dir = str(tmp_path / "run")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        _train_command(paired_shards, model_dir),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    index = os.path.join(model_dir, "checkpoints", "checkpoint")
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            state = tf.train.get_checkpoint_state(os.path.dirname(index)) if os.path.exists(index) else None
+            if state is not None and len(state.all_model_checkpoint_paths) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    latest = tf.train.latest_checkpoint(os.path.dirname(index))
+    saved_step = int(latest.rsplit("-", 1)[1])
+    assert saved_step >= 6 and saved_step % 3 == 0
+    reader = tf.train.load_checkpoint(latest)
+    keys = [k for k in reader.get_variable_to_shape_map() if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    saved = {_digest(np.asarray(reader.get_tensor(k))) for k in keys}
+
+    fresh = build_run(load_pipeline("smoke_cpu", OVERRIDES), model_dir, resume=False)
+    assert fresh.start_step == 0 and _digest(fresh.trainer.generator.weights[0].numpy()) not in saved
+    run = build_run(load_pipeline("smoke_cpu", OVERRIDES), model_dir)  # resume is the default
+    assert run.start_step == saved_step == int(run.trainer.step.numpy())
+    assert run.trainer.discriminator is None
+    for model in (run.trainer.generator, run.trainer.ema_generator):
+        assert all(_digest(w.numpy()) in saved for w in model.weights)
+    assert not np.array_equal(
+        run.trainer.generator.weights[0].numpy(), run.trainer.ema_generator.weights[0].numpy()
+    )
+
+    # The resumed run goes on from there and exports an EMA generator that `upscale` loads.
+    lines = []
+    assert train(run, paired_shards, model_dir, max_steps=2, print_fn=lines.append) == saved_step + 2
+    assert any(
+        line.startswith(f"step {saved_step + 2}/{saved_step + 2} (100.0%) | l_g_pix") for line in lines
+    )
+    g = load_generator(os.path.join(model_dir, EMA_EXPORT_NAME))
+    assert g(np.zeros((1, 8, 8, 3), "float32")).shape == (1, 32, 32, 3)
+    np.testing.assert_array_equal(g.weights[0].numpy(), run.trainer.ema_generator.weights[0].numpy())
+    assert os.listdir(os.path.join(model_dir, "logs"))
+
+
+def test_bad_pipeline_key_is_one_line_error(tmp_path, capsys):
+    from real_esrgan_tf import cli
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nbatch_size = 4\n")
+    argv = [
+        "real-esrgan-tf",
+        "train",
+        "--pipeline",
+        str(bad),
+        "--data",
+        "x",
+        "--model_dir",
+        str(tmp_path / "m"),
+    ]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.toml: unknown key 'train.batch_size'" in err[0]
