@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     flags.DEFINE_boolean("verbose", False, "Log at debug level.", flag_values=fv)
     if any(a in ("-h", "--help", "--helpfull") for a in argv[2:]):
         print(f"real-esrgan-tf {name}: {COMMANDS[name][1]}\n")
-        print(fv.main_module_help() if fv.main_module_help() else fv.get_help())
+        print(fv.get_help())
         return 0
     try:
         fv([f"real-esrgan-tf {name}"] + argv[2:])
