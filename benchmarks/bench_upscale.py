@@ -144,6 +144,11 @@ def main() -> None:
         rss_child(args.rss_child)
         return
 
+    rss = {}
+    if not args.skip_rss:  # first, in children, before this process holds models
+        rss = {"x4plus_head": peak_rss_mb("x4plus-head"), "animevideov3_full": peak_rss_mb("animevideov3")}
+        print(f"peak RSS MB: {json.dumps(rss)}", file=sys.stderr, flush=True)
+
     from real_esrgan_tf import weights
     from real_esrgan_tf.inference import Upscaler
 
@@ -161,6 +166,8 @@ def main() -> None:
         "matmul_fp32_peak_gflops": round(peak, 1),
         "sizes": {},
     }
+    if rss:
+        report["peak_rss_2000_tile256_mb"] = rss
     for size in (int(s) for s in args.sizes.split(",")):
         image = lr_image(size)
         # LR 256 costs ~2.4 TFLOP per image: one untimed-warm-up-free run each, and no XLA (which
@@ -187,11 +194,6 @@ def main() -> None:
         row["ncnn_psnr_vs_fp32"] = psnr(outputs["ncnn"], outputs["fp32"])
         report["sizes"][str(size)] = row
         print(f"LR {size}: {json.dumps(row)}", file=sys.stderr, flush=True)  # progress; stdout stays one line
-    if not args.skip_rss:
-        report["peak_rss_2000_tile256_mb"] = {
-            "x4plus_head": peak_rss_mb("x4plus-head"),
-            "animevideov3_full": peak_rss_mb("animevideov3"),
-        }
     print(json.dumps(report))
 
 
