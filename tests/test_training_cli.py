@@ -4,6 +4,7 @@ Stage 1 (generator only) on paired shards keeps the subprocess short; the full s
 real degradation and the pool is covered in test_training.py (including bit-exact resume).
 """
 
+import dataclasses
 import hashlib
 import os
 import signal
@@ -119,7 +120,14 @@ def test_sigkilled_run_resumes_at_its_last_checkpoint_with_identical_weights(pai
 
     # The resumed run goes on from there and exports an EMA generator that `upscale` loads.
     lines = []
+    run.config.monitoring = dataclasses.replace(
+        run.config.monitoring,
+        validation_data=paired_shards,
+        validation_every_steps=1,
+        validation_max_images=2,
+    )
     assert train(run, paired_shards, model_dir, max_steps=2, print_fn=lines.append) == saved_step + 2
+    assert any(line.startswith(f"step {saved_step + 2}: val_psnr_y ") for line in lines), lines
     assert any(
         line.startswith(f"step {saved_step + 2}/{saved_step + 2} (100.0%) | l_g_pix") for line in lines
     )
