@@ -113,9 +113,20 @@ def poisson_noise(images, scale, gray, seed, valid=None) -> tf.Tensor:
 
     images [B, H, W, 3] in [0, 1]; scale [B]; gray [B] bool; valid optional [B, H, W, 1] bool.
     """
+    # The random field stays outside the XLA cluster (XLA's CPU Philox is very slow); the rest is
+    # gathers and elementwise math that XLA fuses (about 2x faster on CPU than op-by-op).
     u = tf.random.stateless_uniform(tf.shape(images), seed=seed)
+    if valid is None:
+        valid = tf.ones_like(images[..., :1], dtype=tf.bool)
+    return _poisson_noise_fused(images, tf.cast(scale, tf.float32), gray, valid, u)
+
+
+def _poisson_noise(images, scale, gray, valid, u):
     color = _poisson_of(images, valid, u)
     luma = tf.reduce_sum(images * tf.constant(_GRAY), axis=-1, keepdims=True)
     mono = tf.broadcast_to(_poisson_of(luma, valid, u[..., :1]), tf.shape(images))
     noise = tf.where(gray[:, None, None, None], mono, color)
-    return noise * tf.cast(scale, tf.float32)[:, None, None, None]
+    return noise * scale[:, None, None, None]
+
+
+_poisson_noise_fused = tf.function(_poisson_noise, jit_compile=True, autograph=False)
