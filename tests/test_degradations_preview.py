@@ -1,0 +1,40 @@
+"""`real-esrgan-tf degrade`: grid and parameter JSON, reproducible, clear errors."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from real_esrgan_tf import cli
+
+
+def test_degrade_writes_a_grid_and_the_drawn_parameters(tmp_path, photos, capsys):
+    src = tmp_path / "coffee.png"
+    Image.fromarray(photos["coffee"][:100, :120]).save(src)
+    out = tmp_path / "grid.png"
+    args = ["real-esrgan-tf", "degrade", "--input", str(src), "--output", str(out), "--num", "3",
+            "--seed", "5", "--gt_size", "96"]
+    assert cli.main(args) == 0
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (96 * 2 + 4, 96 * 2 + 4, 3)  # 2x2 layout, tiles at GT size
+    tiles = [grid[:96, :96], grid[:96, 100:], grid[100:, :96]]
+    assert not np.array_equal(tiles[0], tiles[1])
+    np.testing.assert_array_equal(grid[100:, 100:], 255)  # the unused cell stays blank
+    info = json.loads((tmp_path / "grid.json").read_text())
+    assert info["gt_size"] == 96 and len(info["samples"]) == 3
+    sample = info["samples"][0]
+    assert sample["kernel1_type"] in {"iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso",
+                                      "plateau_aniso"}
+    assert sample["resize1_mode"] in {"area", "bilinear", "bicubic"}
+    assert 30 <= sample["jpeg1_quality"] <= 95 and 7 <= sample["kernel2_size"] <= 21
+    # each LQ tile is nearest-upscaled: 4x4 blocks of equal pixels
+    assert np.all(tiles[0][::4, ::4] == tiles[0][3::4, 3::4])
+
+
+def test_degrade_reports_a_bad_input_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    code = cli.main(["real-esrgan-tf", "degrade", "--input", str(bad), "--output", str(tmp_path / "g.png")])
+    assert code == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "broken.png" in out[0] and "not an image" in out[0]
