@@ -14,7 +14,7 @@ import math
 
 import tensorflow as tf
 
-from real_esrgan_tf.degradations.config import DegradationConfig, NoiseResizeConfig, ResizeDirection
+from real_esrgan_tf.degradations.config import DegradationConfig, NoiseResizeConfig
 from real_esrgan_tf.degradations.filtering import USMSharp, filter2d
 from real_esrgan_tf.degradations.jpeg import diff_jpeg
 from real_esrgan_tf.degradations.kernels import categorical
@@ -175,5 +175,3 @@ class RealESRGANDegrader:
         }
         return (lq, gt, gt_usm), params
 
-
-ResizeDirection = ResizeDirection  # re-exported for readers of params["resize*_direction"]
