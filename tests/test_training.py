@@ -301,3 +301,17 @@ def test_progress_line_eta():
     progress = monitoring.ProgressLine(total_steps=100, start_step=0, clock=lambda: next(times))
     line = progress.update(10, {"l_g_pix": 0.5})
     assert line.startswith("step 10/100 (10.0%) | l_g_pix 0.5") and line.endswith("1 s/it | ETA 00:01:30")
+
+
+def test_strategy_errors_are_one_line_and_default_is_chief(monkeypatch):
+    from real_esrgan_tf.training.strategy import StrategyError, is_chief, make_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(StrategyError, match="multi_worker: TF_CONFIG is not set"):
+        make_strategy("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(StrategyError, match="multi_worker: TF_CONFIG is not valid JSON"):
+        make_strategy("multi_worker")
+    with pytest.raises(ValueError):
+        make_strategy("horovod")
+    assert is_chief(make_strategy("default"))

@@ -16,7 +16,16 @@ from real_esrgan_tf.weights import save_generator
 
 
 class TrainingCheckpoint:
-    def __init__(self, trainer, directory: str, keep_checkpoint_max: int = 5):
+    def __init__(
+        self,
+        trainer,
+        directory: str,
+        keep_checkpoint_max: int = 5,
+        chief: bool = True,
+        worker: str = "worker_0",
+    ):
+        """Multi-worker: every worker must save (the save is collective); non-chief workers write to
+        a scratch folder `checkpoints/.worker_N` that nobody restores from."""
         objects = {
             "generator": trainer.generator,
             "ema_generator": trainer.ema_generator,
@@ -31,9 +40,10 @@ class TrainingCheckpoint:
             objects["pool"] = trainer.pool
         self.trainer = trainer
         self.checkpoint = tf.train.Checkpoint(**objects)
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(directory, "checkpoints"), max_to_keep=keep_checkpoint_max
-        )
+        folder = os.path.join(directory, "checkpoints")
+        if not chief:
+            folder = os.path.join(folder, f".{worker}")
+        self.manager = tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=keep_checkpoint_max)
 
     @property
     def latest(self) -> str | None:

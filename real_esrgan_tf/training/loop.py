@@ -16,7 +16,7 @@ from real_esrgan_tf import degradations, losses
 from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN
 from real_esrgan_tf.training import checkpoints, monitoring
 from real_esrgan_tf.training.config import DataKind, GeneratorArch, PipelineConfig, Precision, XlaScope
-from real_esrgan_tf.training.strategy import make_train_function
+from real_esrgan_tf.training.strategy import is_chief, make_train_function, worker_id
 from real_esrgan_tf.training.trainer import LossWeights, RealESRGANTrainer, clone_generator
 from real_esrgan_tf.weights import load_generator
 
@@ -159,7 +159,13 @@ def build_run(
             (t.batch_size_per_replica, lq_size, lq_size, 3),
             (t.batch_size_per_replica, t.gt_size, t.gt_size, 3),
         )
-    ckpt = checkpoints.TrainingCheckpoint(trainer, model_dir, config.checkpoint.keep_checkpoint_max)
+    ckpt = checkpoints.TrainingCheckpoint(
+        trainer,
+        model_dir,
+        config.checkpoint.keep_checkpoint_max,
+        chief=is_chief(strategy),
+        worker=worker_id(strategy),
+    )
     start = (ckpt.restore_latest() if resume else None) or 0
     return TrainingRun(config, strategy, trainer, ckpt, start)
 
@@ -231,7 +237,10 @@ def train(
     config, trainer, strategy = run.config, run.trainer, run.strategy
     t, mon = config.train, config.monitoring
     end = t.total_steps if max_steps is None else min(t.total_steps, run.start_step + max_steps)
-    summaries = monitoring.TrainingSummaries(model_dir)
+    chief = is_chief(strategy)
+    summaries = monitoring.TrainingSummaries(
+        model_dir if chief else os.path.join(model_dir, "logs", ".worker")
+    )
     validation = None
     if mon.validation_data:
         from real_esrgan_tf.data import make_paired_dataset
@@ -271,6 +280,7 @@ def train(
                 summaries.images(step, first["lq"], sr, first["gt"])
         if step % config.checkpoint.every_steps == 0 or step == end:
             run.checkpoint.save()
-    path = checkpoints.export_ema_generator(trainer, os.path.join(model_dir, EMA_EXPORT_NAME))
-    print_fn(f"step {step}: EMA generator written to {path}")
+    if chief:
+        path = checkpoints.export_ema_generator(trainer, os.path.join(model_dir, EMA_EXPORT_NAME))
+        print_fn(f"step {step}: EMA generator written to {path}")
     return step

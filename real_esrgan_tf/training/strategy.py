@@ -50,6 +50,22 @@ def make_strategy(kind: StrategyKind | str, tpu: str = "") -> tf.distribute.Stra
     return tf.distribute.TPUStrategy(resolver)
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes checkpoints, summaries and the export (always, off multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    if has_chief:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def worker_id(strategy: tf.distribute.Strategy) -> str:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return f"{getattr(resolver, 'task_type', 'worker')}_{getattr(resolver, 'task_id', 0)}"
+
+
 def make_train_function(trainer, strategy: tf.distribute.Strategy, jit_compile: bool):
     """iterator -> metrics averaged over replicas. The per-replica step is XLA-compiled if asked."""
     step = tf.function(trainer.train_step, jit_compile=jit_compile, reduce_retracing=True)

@@ -1,0 +1,242 @@
+"""Seconds per training iteration: Real-ESRGAN stage 2 (RRDBNet 23 blocks + U-Net SN D + VGG19
+perceptual) and stage 1 (RRDBNet, L1), batch 2, GT 128, float32 / mixed_bfloat16, with and without
+XLA, next to the same step written in PyTorch (the official model code's operations) in this process.
+
+The timed step is the model update (G step, D step, EMA) on a prepared (LQ, GT, GT_usm) batch: the
+degradation is benchmarked by the degradation module. Prints ONE JSON line (medians of --repeats).
+
+    python benchmarks/bench_train.py [--repeats 5] [--batch 2] [--gt 128] [--no-torch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+
+def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_tf(stage: int, precision: str, xla: bool, batch: int, gt: int, repeats: int) -> float:
+    import keras
+    import tensorflow as tf
+
+    from real_esrgan_tf.losses import PerceptualLoss, PerceptualLossConfig
+    from real_esrgan_tf.models import RRDBNet, UNetDiscriminatorSN
+    from real_esrgan_tf.training.config import Precision
+    from real_esrgan_tf.training.loop import dtype_policy
+    from real_esrgan_tf.training.trainer import RealESRGANTrainer
+
+    keras.utils.set_random_seed(0)
+    with dtype_policy(Precision(precision)):
+        g = RRDBNet(scale=4, num_block=23)
+        d = UNetDiscriminatorSN(num_feat=64) if stage == 2 else None
+        vgg = PerceptualLoss(PerceptualLossConfig(vgg_weights="random")) if stage == 2 else None
+    trainer = RealESRGANTrainer(g, d, vgg, ema_decay=0.999)
+    adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.99)  # noqa: E731
+    trainer.compile(adam(1e-4 if stage == 2 else 2e-4), adam(1e-4) if stage == 2 else None)
+    trainer.build_state((batch, gt // 4, gt // 4, 3), (batch, gt, gt, 3))
+    lq = tf.random.uniform((batch, gt // 4, gt // 4, 3))
+    hq = tf.random.uniform((batch, gt, gt, 3))
+    step = tf.function(trainer.optimize, jit_compile=xla)
+    return _median_seconds(lambda: [float(v) for v in step(lq, hq, hq).values()], repeats)
+
+
+def bench_torch(stage: int, batch: int, gt: int, repeats: int) -> float:
+    """The official step's operations (BasicSR RealESRGANModel.optimize_parameters), float32."""
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+
+    class RDB(nn.Module):
+        def __init__(self, nf=64, gc=32):
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(nf + i * gc, gc if i < 4 else nf, 3, 1, 1) for i in range(5))
+
+        def forward(self, x):
+            feats = [x]
+            for i, conv in enumerate(self.convs):
+                out = conv(torch.cat(feats, 1))
+                if i < 4:
+                    out = F.leaky_relu(out, 0.2)
+                feats.append(out)
+            return feats[-1] * 0.2 + x
+
+    class RRDB(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rdbs = nn.Sequential(RDB(), RDB(), RDB())
+
+        def forward(self, x):
+            return self.rdbs(x) * 0.2 + x
+
+    class RRDBNet(nn.Module):
+        def __init__(self, nb=23, nf=64):
+            super().__init__()
+            self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
+            self.body = nn.Sequential(*[RRDB() for _ in range(nb)])
+            self.conv_body = nn.Conv2d(nf, nf, 3, 1, 1)
+            self.up1, self.up2 = nn.Conv2d(nf, nf, 3, 1, 1), nn.Conv2d(nf, nf, 3, 1, 1)
+            self.conv_hr, self.conv_last = nn.Conv2d(nf, nf, 3, 1, 1), nn.Conv2d(nf, 3, 3, 1, 1)
+
+        def forward(self, x):
+            feat = self.conv_first(x)
+            feat = feat + self.conv_body(self.body(feat))
+            feat = F.leaky_relu(self.up1(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
+            feat = F.leaky_relu(self.up2(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
+            return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
+
+    class UNetD(nn.Module):
+        def __init__(self, nf=64):
+            super().__init__()
+            sn = nn.utils.spectral_norm
+            self.conv0 = nn.Conv2d(3, nf, 3, 1, 1)
+            self.conv1 = sn(nn.Conv2d(nf, nf * 2, 4, 2, 1, bias=False))
+            self.conv2 = sn(nn.Conv2d(nf * 2, nf * 4, 4, 2, 1, bias=False))
+            self.conv3 = sn(nn.Conv2d(nf * 4, nf * 8, 4, 2, 1, bias=False))
+            self.conv4 = sn(nn.Conv2d(nf * 8, nf * 4, 3, 1, 1, bias=False))
+            self.conv5 = sn(nn.Conv2d(nf * 4, nf * 2, 3, 1, 1, bias=False))
+            self.conv6 = sn(nn.Conv2d(nf * 2, nf, 3, 1, 1, bias=False))
+            self.conv7 = sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False))
+            self.conv8 = sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False))
+            self.conv9 = nn.Conv2d(nf, 1, 3, 1, 1)
+
+        def forward(self, x):
+            a = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
+            up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)  # noqa: E731
+            x0 = a(self.conv0(x))
+            x1 = a(self.conv1(x0))
+            x2 = a(self.conv2(x1))
+            x3 = a(self.conv3(x2))
+            x4 = a(self.conv4(up(x3))) + x2
+            x5 = a(self.conv5(up(x4))) + x1
+            x6 = a(self.conv6(up(x5))) + x0
+            return self.conv9(a(self.conv8(a(self.conv7(x6)))))
+
+    class VGG(nn.Module):
+        blocks = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
+        wanted = {(1, 2): 0.1, (2, 2): 0.1, (3, 4): 1.0, (4, 4): 1.0, (5, 4): 1.0}
+
+        def __init__(self):
+            super().__init__()
+            layers, cin = [], 3
+            for n, f in self.blocks:
+                for _ in range(n):
+                    layers.append(nn.Conv2d(cin, f, 3, 1, 1))
+                    cin = f
+            self.convs = nn.ModuleList(layers)
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            x, out, i = (x - self.mean) / self.std, {}, 0
+            for b, (n, _) in enumerate(self.blocks, 1):
+                for c in range(1, n + 1):
+                    x = self.convs[i](x)
+                    i += 1
+                    if (b, c) in self.wanted:
+                        out[(b, c)] = x
+                    if (b, c) == (5, 4):
+                        return out
+                    x = F.relu(x)
+                x = F.max_pool2d(x, 2)
+            return out
+
+    net_g = RRDBNet()
+    net_g_ema = copy.deepcopy(net_g).eval()
+    opt_g = torch.optim.Adam(net_g.parameters(), 1e-4, betas=(0.9, 0.99))
+    net_d = UNetD() if stage == 2 else None
+    opt_d = torch.optim.Adam(net_d.parameters(), 1e-4, betas=(0.9, 0.99)) if stage == 2 else None
+    vgg = VGG().eval() if stage == 2 else None
+    if vgg is not None:
+        for p in vgg.parameters():
+            p.requires_grad = False
+    lq, hq = torch.rand(batch, 3, gt // 4, gt // 4), torch.rand(batch, 3, gt, gt)
+    bce = nn.BCEWithLogitsLoss()
+
+    def step():
+        if net_d is not None:
+            for p in net_d.parameters():
+                p.requires_grad = False
+        opt_g.zero_grad()
+        out = net_g(lq)
+        loss = F.l1_loss(out, hq)
+        if net_d is not None:
+            f_out, f_gt = vgg(out), vgg(hq.detach())
+            loss = loss + sum(w * F.l1_loss(f_out[k], f_gt[k]) for k, w in VGG.wanted.items())
+            loss = loss + 0.1 * bce(net_d(out), torch.ones(batch, 1, gt, gt))
+        loss.backward()
+        opt_g.step()
+        if net_d is not None:
+            for p in net_d.parameters():
+                p.requires_grad = True
+            opt_d.zero_grad()
+            bce(net_d(hq), torch.ones(batch, 1, gt, gt)).backward()
+            bce(net_d(out.detach().clone()), torch.zeros(batch, 1, gt, gt)).backward()
+            opt_d.step()
+        with torch.no_grad():
+            for pe, p in zip(net_g_ema.parameters(), net_g.parameters(), strict=True):
+                pe.mul_(0.999).add_(p, alpha=0.001)
+
+    return _median_seconds(step, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--gt", type=int, default=128)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    args = parser.parse_args()
+
+    result = {
+        "benchmark": "train_step_seconds_per_iteration",
+        "date": datetime.date.today().isoformat(),
+        "cpu_count": os.cpu_count(),
+        "batch": args.batch,
+        "gt_size": args.gt,
+        "repeats": args.repeats,
+        "target_stage2_float32_seconds": 1.9,
+    }
+    tf_times = {}
+    for stage in (2, 1):
+        for precision in args.precisions.split(","):
+            for xla in (True, False):
+                key = f"stage{stage}_{precision}_{'xla' if xla else 'graph'}"
+                tf_times[key] = round(bench_tf(stage, precision, xla, args.batch, args.gt, args.repeats), 4)
+    result["tensorflow"] = tf_times
+    if not args.no_torch:
+        result["torch_reference"] = {
+            f"stage{stage}_float32": round(bench_torch(stage, args.batch, args.gt, args.repeats), 4)
+            for stage in (2, 1)
+        }
+        fastest = min(v for k, v in tf_times.items() if k.startswith("stage2_float32"))
+        result["stage2_float32_speedup_vs_torch"] = round(
+            result["torch_reference"]["stage2_float32"] / fastest, 3
+        )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
