@@ -315,3 +315,22 @@ def test_strategy_errors_are_one_line_and_default_is_chief(monkeypatch):
     with pytest.raises(ValueError):
         make_strategy("horovod")
     assert is_chief(make_strategy("default"))
+
+
+def test_x2_and_x1_start_from_x4_weights_except_conv_first():
+    from real_esrgan_tf.training.loop import InitError, copy_weights_by_layer
+
+    tiny = dict(num_feat=8, num_block=1, num_grow_ch=8)
+    x4 = RRDBNet(scale=4, **tiny)
+    for scale in (2, 1):
+        target = RRDBNet(scale=scale, **tiny)
+        first = target.get_layer("conv_first").get_weights()[0].copy()
+        copy_weights_by_layer(x4, target, ("conv_first",), "x4")
+        np.testing.assert_array_equal(target.get_layer("conv_first").get_weights()[0], first)
+        for name in ("conv_body", "body_0_rdb2_conv3", "conv_last"):
+            for a, b in zip(
+                target.get_layer(name).get_weights(), x4.get_layer(name).get_weights(), strict=True
+            ):
+                np.testing.assert_array_equal(a, b)
+        with pytest.raises(InitError, match=r"x4: layer 'conv_first' has shapes .* init.skip_layers"):
+            copy_weights_by_layer(x4, target, (), "x4")
