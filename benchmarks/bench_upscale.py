@@ -88,8 +88,8 @@ def psnr(a, b) -> float:
     return float("inf") if mse == 0 else round(float(10 * np.log10(255.0**2 / mse)), 2)
 
 
-def rss_child(mode: str) -> None:
-    """Upscales a 2000x2000 photo at tile 256 and prints this process's peak RSS in MB.
+def rss_child(mode: str, tile: int = 256) -> None:
+    """Upscales a 2000x2000 photo at `tile` (256) and prints this process's peak RSS in MB.
 
     mode 'x4plus-head': RealESRGAN_x4plus on the first 2 tiles (all tiles have the same shape, so
     the per-tile peak is reached), then nearest upsampling on the other 62 so that every host
@@ -105,7 +105,7 @@ def rss_child(mode: str) -> None:
 
     photo = np.asarray(Image.fromarray(data.astronaut()).resize((2000, 2000), Image.Resampling.BICUBIC))
     if mode == "animevideov3":
-        upscaler = Upscaler(weights.load_generator("realesr-animevideov3"), tile=256)
+        upscaler = Upscaler(weights.load_generator("realesr-animevideov3"), tile=tile)
     else:
         net = KerasSuperResolver(weights.load_generator("realesrgan-x4plus"))
 
@@ -118,15 +118,15 @@ def rss_child(mode: str) -> None:
                     return net(lr)
                 return np.asarray(tf.image.resize(lr, (lr.shape[1] * 4, lr.shape[2] * 4), "nearest"))
 
-        upscaler = Upscaler(HeadThenNearest(), tile=256)
+        upscaler = Upscaler(HeadThenNearest(), tile=tile)
     out = upscaler.upscale(photo)
     assert out.shape == (8000, 8000, 3)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
 
 
-def peak_rss_mb(mode: str) -> float:
+def peak_rss_mb(mode: str, tile: int = 256) -> float:
     result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--rss_child", mode],
+        [sys.executable, os.path.abspath(__file__), "--rss_child", mode, "--rss_tile", str(tile)],
         capture_output=True, text=True, check=True,
     )
     return round(float(result.stdout.strip().splitlines()[-1]), 1)
@@ -139,9 +139,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip_rss", action="store_true")
     parser.add_argument("--rss_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rss_tile", type=int, default=256, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
-        rss_child(args.rss_child)
+        rss_child(args.rss_child, args.rss_tile)
         return
 
     rss = {}
