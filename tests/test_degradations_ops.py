@@ -198,3 +198,14 @@ def test_poisson_noise_levels_and_gray():
     half = poisson_noise(tf.constant(img), tf.constant([0.5, 0.5]), tf.constant([False, False]),
                          tf.constant([4, 2])).numpy()
     np.testing.assert_allclose(half[0], 0.5 * noise[0], atol=1e-7)  # same draw, scaled per sample
+
+
+def test_fused_xla_paths_equal_the_op_by_op_ones(photos):
+    """DiffJPEG and the Poisson math run as nested XLA clusters in graph mode: same results."""
+    img = tf.constant(photos["coffee"][:64, :96][None].astype(np.float32) / 255.0)
+    quality = tf.constant([37.5])
+    fused = tf.function(lambda x: diff_jpeg(x, quality, fused=True))(img)
+    np.testing.assert_allclose(fused.numpy(), diff_jpeg(img, quality, fused=False).numpy(), atol=2e-5)
+    args = (img, tf.constant([1.5]), tf.constant([False]), tf.constant([3, 1]))
+    noise = tf.function(lambda *a: poisson_noise(*a, fused=True))(*args)
+    np.testing.assert_allclose(noise.numpy(), poisson_noise(*args, fused=False).numpy(), atol=1e-5)

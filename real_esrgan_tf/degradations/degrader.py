@@ -55,9 +55,14 @@ class RealESRGANDegrader:
     With `return_params=True`, also a dict of every drawn value (batch scalars and [B] vectors).
     """
 
-    def __init__(self, config: DegradationConfig | None = None, num_buckets: int = 4):
+    def __init__(self, config: DegradationConfig | None = None, num_buckets: int = 4,
+                 fuse_elementwise: bool = True):
+        """num_buckets: stage-1 canvas sizes to choose from. fuse_elementwise: run DiffJPEG and the
+        Poisson math as nested XLA clusters in graph mode (faster per step, but each canvas shape
+        compiles once: turn off for a few one-off calls)."""
         self.config = config or DegradationConfig()
         self.num_buckets = num_buckets
+        self.fused = fuse_elementwise
         self.usm = USMSharp(self.config.usm_kernel_size, self.config.usm_sigma, self.config.usm_weight,
                             self.config.usm_threshold)
 
@@ -105,7 +110,7 @@ class RealESRGANDegrader:
 
         def add_noise(canvas, valid, gauss, sigma, pscale, gray, noise_seed):
             noise = tf.cond(gauss, lambda: gaussian_noise(canvas, sigma, gray, noise_seed),
-                            lambda: poisson_noise(canvas, pscale, gray, noise_seed, valid))
+                            lambda: poisson_noise(canvas, pscale, gray, noise_seed, valid, self.fused))
             return tf.clip_by_value(canvas + noise, 0.0, 1.0) * tf.cast(valid, tf.float32)
 
         # ---- first stage: USM -> blur -> resize (scale_factor) -> noise -> JPEG
@@ -121,7 +126,7 @@ class RealESRGANDegrader:
                 valid = _valid_mask(cap, hw1)
                 canvas = resize(blurred, (height, width), hw1, cap, mode1, scale=scale1)
                 canvas = add_noise(canvas, valid, gauss1, sigma1, pscale1, gray1, seeds[2])
-                canvas = diff_jpeg(canvas, quality1) * tf.cast(valid, tf.float32)
+                canvas = diff_jpeg(canvas, quality1, self.fused) * tf.cast(valid, tf.float32)
                 # ---- second stage: blur (p 0.8) -> resize to size(H / scale * s2)
                 canvas = tf.cond(blur2, lambda: filter2d(canvas, kernels["kernel2"], hw1), lambda: canvas)
                 return resize(canvas, hw1, hw2, cap2, mode2)
@@ -142,10 +147,11 @@ class RealESRGANDegrader:
         def resize_sinc_jpeg():
             out = resize(canvas, hw2, lq_hw, lq_hw, mode3)
             out = tf.clip_by_value(filter2d(out, sinc), 0.0, 1.0)
-            return diff_jpeg(out, quality2)
+            return diff_jpeg(out, quality2, self.fused)
 
         def jpeg_resize_sinc():
-            out = diff_jpeg(canvas, quality2) * tf.cast(valid2, tf.float32)  # canvas already in [0, 1]
+            # the canvas is already in [0, 1] (clamped after the noise)
+            out = diff_jpeg(canvas, quality2, self.fused) * tf.cast(valid2, tf.float32)
             return filter2d(resize(out, hw2, lq_hw, lq_hw, mode3), sinc)
 
         out = tf.cond(resize_first, resize_sinc_jpeg, jpeg_resize_sinc)

@@ -75,9 +75,11 @@ def diff_jpeg(images: tf.Tensor, quality: tf.Tensor, fused: bool = True) -> tf.T
 
     Sides that are not multiples of 16 are zero-padded at the bottom/right and cropped back, as the
     official DiffJPEG does (so pass a zero-filled canvas to reproduce an image of another size).
-    fused: run as one XLA cluster (2.6x faster on CPU than op-by-op: the work is a chain of
-    memory-bound elementwise steps; inside an outer XLA function it is simply inlined).
+    fused: in a graph, run as one XLA cluster (2.6x faster on CPU than op-by-op: the work is a chain
+    of memory-bound elementwise steps; inside an outer XLA function it is simply inlined). Eager
+    calls run op by op (a compile per new shape would cost more than it saves).
     """
+    fused = fused and not tf.executing_eagerly()
     return (_diff_jpeg_fused if fused else _diff_jpeg)(images, quality)
 
 

@@ -64,7 +64,7 @@ def degrade_samples(gt: np.ndarray, num: int, seed: int, config) -> tuple[np.nda
 
     from real_esrgan_tf.degradations import RealESRGANDegrader, sample_kernels
 
-    degrader = RealESRGANDegrader(config)
+    degrader = RealESRGANDegrader(config, fuse_elementwise=False)  # a few calls: skip XLA compiles
 
     @tf.function(autograph=False)
     def one(gt, sample_seed):
