@@ -41,14 +41,19 @@ def psnr(a, b) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def median_ms(fn, runs: int) -> float:
+def timing(fn, runs: int) -> dict:
+    """Median wall ms, and CPU ms per run (all threads): on a shared machine wall time follows the
+    load, CPU time much less; cpu_ms / threads is the latency on an otherwise idle machine if the
+    threads scale perfectly."""
     fn()  # warm-up (allocation, XNNPACK packing, tracing)
     times = []
+    cpu_start = time.process_time()
     for _ in range(runs):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return round(1000 * float(np.median(times)), 1)
+    cpu = (time.process_time() - cpu_start) / runs
+    return {"ms": round(1000 * float(np.median(times)), 1), "cpu_ms": round(1000 * cpu, 1)}
 
 
 def bench_model(key: str, size: int, threads: int, runs: int, calibration_crops: int) -> dict:
@@ -62,7 +67,7 @@ def bench_model(key: str, size: int, threads: int, runs: int, calibration_crops:
     reference = [keras_fp32(tf.constant(x[None])).numpy()[0] for x in test]
     result = {
         "params": int(generator.count_params()),
-        "keras_fp32_ms": median_ms(lambda: keras_fp32(tf.constant(test[0][None])).numpy(), runs),
+        "keras_fp32": timing(lambda: keras_fp32(tf.constant(test[0][None])).numpy(), runs),
         "formats": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +79,7 @@ def bench_model(key: str, size: int, threads: int, runs: int, calibration_crops:
             runner = TFLiteGenerator(path, num_threads=threads)
             result["formats"][q.value] = {
                 "bytes": os.path.getsize(path),
-                "ms": median_ms(lambda runner=runner: runner.run_window(test[0]), runs),
+                **timing(lambda runner=runner: runner.run_window(test[0]), runs),
                 "psnr_db_vs_keras_fp32": round(min(psnr(runner.run_window(x), r)
                                                    for x, r in zip(test, reference, strict=True)), 2),
             }
@@ -110,8 +115,10 @@ def main() -> None:
         )
     compact = out["models"].get(TARGET["model"], {}).get("formats", {}).get(TARGET["format"])
     if compact:
-        out["target"] = {**TARGET, "met": compact["ms"] < TARGET["max_ms"]
-                         and compact["psnr_db_vs_keras_fp32"] >= TARGET["min_psnr_db"]}
+        accurate = compact["psnr_db_vs_keras_fp32"] >= TARGET["min_psnr_db"]
+        idle_ms = round(compact["cpu_ms"] / args.threads, 1)
+        out["target"] = {**TARGET, "met": compact["ms"] < TARGET["max_ms"] and accurate,
+                         "idle_estimate_ms": idle_ms, "met_if_idle": idle_ms < TARGET["max_ms"] and accurate}
     out["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
 
