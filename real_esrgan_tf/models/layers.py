@@ -22,6 +22,21 @@ def input_dtype(dtype):
     return keras.dtype_policies.get(dtype).variable_dtype
 
 
+def serialize_dtype(dtype):
+    """A model's `dtype` argument as `get_config` stores it: names as they are, policies serialised."""
+    if isinstance(dtype, (str, type(None))):
+        return dtype
+    return keras.saving.serialize_keras_object(dtype)
+
+
+def model_from_config(cls, config: dict):
+    """`cls(**config)` with a serialised dtype policy turned back into a policy (see `serialize_dtype`)."""
+    config = dict(config)
+    if isinstance(config.get("dtype"), dict):
+        config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
+    return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="real_esrgan_tf")
 class PixelUnshuffle(keras.layers.Layer):
     """(B, H, W, C) -> (B, H/s, W/s, C*s*s), TensorFlow channel order."""

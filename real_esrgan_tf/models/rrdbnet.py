@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import keras
 
-from real_esrgan_tf.models.layers import PixelUnshuffle, ScaledResidual, input_dtype
+from real_esrgan_tf.models.layers import (
+    PixelUnshuffle,
+    ScaledResidual,
+    input_dtype,
+    model_from_config,
+    serialize_dtype,
+)
 
 
 def _rdb_initializer():
@@ -104,14 +110,9 @@ class RRDBNet(keras.Model):
             "num_feat": self.num_feat,
             "num_block": self.num_block,
             "num_grow_ch": self.num_grow_ch,
-            "dtype": keras.saving.serialize_keras_object(self._layer_dtype)
-            if not isinstance(self._layer_dtype, (str, type(None)))
-            else self._layer_dtype,
+            "dtype": serialize_dtype(self._layer_dtype),
         }
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
-        return cls(**config)
+        return model_from_config(cls, config)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from real_esrgan_tf.models.layers import PixelShuffle, input_dtype
+from real_esrgan_tf.models.layers import PixelShuffle, input_dtype, model_from_config, serialize_dtype
 
 ACTIVATIONS = ("prelu", "relu", "leakyrelu")
 
@@ -82,13 +82,9 @@ class SRVGGNetCompact(keras.Model):
             "num_conv": self.num_conv,
             "upscale": self.upscale,
             "act": self.act,
-            "dtype": self._layer_dtype if isinstance(self._layer_dtype, (str, type(None))) else
-            keras.saving.serialize_keras_object(self._layer_dtype),
+            "dtype": serialize_dtype(self._layer_dtype),
         }
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
-        return cls(**config)
+        return model_from_config(cls, config)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from real_esrgan_tf.models.layers import model_from_config, serialize_dtype
+
 SPECTRAL_NORM_LAYERS = tuple(f"conv{i}" for i in range(1, 9))
 
 
@@ -211,14 +213,9 @@ class UNetDiscriminatorSN(keras.Model):
             "num_in_ch": self.num_in_ch,
             "num_feat": self.num_feat,
             "skip_connection": self.skip_connection,
-            "dtype": self._layer_dtype
-            if isinstance(self._layer_dtype, (str, type(None)))
-            else keras.saving.serialize_keras_object(self._layer_dtype),
+            "dtype": serialize_dtype(self._layer_dtype),
         }
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.saving.deserialize_keras_object(config["dtype"])
-        return cls(**config)
+        return model_from_config(cls, config)
