@@ -110,12 +110,54 @@ def infer_scale(model) -> int:
     return int(out.shape[1]) // 16
 
 
+# RRDBNet's layers after the trunk, in order: all local (nearest x2, 3x3 convs), so they can run on
+# row strips of the trunk features. An output row depends on trunk rows within 2 of it (two 3x3 convs
+# at 4x, one at 2x, one at 4x after the nearest upsamplings): a halo of 2 rows makes strips exact.
+RRDB_TAIL = ("up1", "conv_up1", "up2", "conv_up2", "conv_hr", "conv_last")
+RRDB_TAIL_HALO = 2
+
+
+def split_rrdbnet(model):
+    """(trunk, tail) of an RRDBNet-like functional model, or None when `model` is not one.
+
+    trunk: a Keras model lr -> trunk features (B, h', w', C) (h' = h for x4, h/2 for x2, h/4 for
+    x1); tail: the callable features -> SR (4x the features' size) made of the same layers.
+    """
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    if "trunk_skip" not in names or not set(RRDB_TAIL) <= names:
+        return None
+    trunk = keras.Model(model.inputs, model.get_layer("trunk_skip").output)
+    layers = [model.get_layer(name) for name in RRDB_TAIL]
+
+    def tail(features):
+        for layer in layers:
+            features = layer(features, training=False)
+        return features
+
+    return trunk, tail
+
+
 class KerasSuperResolver:
-    """A Keras generator as a backend, traced once per window shape (optionally XLA-compiled)."""
+    """A Keras generator as a backend, traced once per window shape (optionally XLA-compiled).
+
+    RRDBNet runs its trunk on the whole window and its 4x-resolution tail on row strips of the trunk
+    features (plus a 2-row halo, cropped away: same pixels) when one 64-channel HR activation of the
+    whole window would exceed `tail_activation_bytes`. Those activations are what bounds memory:
+    x4plus on a 276x276 window needs ~1.1 GB in one piece, ~0.35 GB in three strips. Strips of one
+    size (the last one slid up) keep it to one trace per window shape. 0: never strips.
+    """
 
     input_size = None
 
-    def __init__(self, model, precision: Precision = Precision.FP32, jit_compile: bool = False):
+    def __init__(
+        self,
+        model,
+        precision: Precision = Precision.FP32,
+        jit_compile: bool = False,
+        tail_activation_bytes: int = 128 * 2**20,
+    ):
         import tensorflow as tf
 
         self.scale = infer_scale(model)
@@ -123,15 +165,47 @@ class KerasSuperResolver:
         self.model = model if precision is Precision.FP32 else rebuild_model(model, precision.keras_dtype)
         compute_dtype = precision.keras_dtype
         net = self.model
+        split = split_rrdbnet(net) if tail_activation_bytes else None
+        self.tail_activation_bytes = tail_activation_bytes if split else 0
 
-        @tf.function(reduce_retracing=True, jit_compile=jit_compile)
+        def compiled(fn):
+            return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile)
+
+        @compiled
         def forward(lr):  # (1, h, w, 3) float32 -> (1, h*s, w*s, 3) float32
             return tf.cast(net(tf.cast(lr, compute_dtype), training=False), tf.float32)
 
         self._forward = forward
+        if split:
+            trunk, tail = split
+            self._trunk = compiled(lambda lr: trunk(tf.cast(lr, compute_dtype), training=False))
+            self._tail = compiled(lambda features: tf.cast(tail(features), tf.float32))
+
+    def strip_rows(self, rows: int, width: int, channels: int, itemsize: int) -> int:
+        """Trunk rows per tail strip for (rows, width, channels) features: `rows` means one piece."""
+        if not self.tail_activation_bytes:
+            return rows
+        limit = max(1, self.tail_activation_bytes // (16 * width * channels * itemsize) - 2 * RRDB_TAIL_HALO)
+        count = -(-rows // limit)
+        return rows if count == 1 else -(-rows // count)
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        return self._forward(lr).numpy()
+        if not self.tail_activation_bytes:
+            return self._forward(lr).numpy()
+        features = self._trunk(lr)  # (1, h', w', C): the output is 4x its size
+        _, rows, width, channels = (int(d) for d in features.shape)
+        strip = self.strip_rows(rows, width, channels, features.dtype.size)
+        if strip >= rows:
+            return self._tail(features).numpy()
+        halo = RRDB_TAIL_HALO
+        span = min(rows, strip + 2 * halo)  # rows of every strip (the last one slid up inside)
+        out = np.empty((1, 4 * rows, 4 * width, int(self.model.outputs[0].shape[-1])), np.float32)
+        for top in range(0, rows, strip):
+            bottom = min(top + strip, rows)
+            start = min(max(top - halo, 0), rows - span)
+            sr = self._tail(features[:, start:start + span])
+            out[:, 4 * top:4 * bottom] = sr[:, 4 * (top - start):4 * (bottom - start)]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

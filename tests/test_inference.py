@@ -7,6 +7,7 @@ import tensorflow as tf
 from PIL import Image
 
 from real_esrgan_tf.inference import (
+    KerasSuperResolver,
     NonFiniteOutputError,
     Precision,
     Upscaler,
@@ -44,6 +45,36 @@ def local_model(scale=2, seed=0):
 
 def nearest_repeat(pixels, s):
     return np.repeat(np.repeat(pixels, s, axis=0), s, axis=1)
+
+
+# ---------------------------------------------------------------------------- RRDBNet tail strips
+@pytest.mark.parametrize("scale, size, strip", [(4, (37, 23), 8), (4, (13, 9), 3), (2, (52, 20), 4),
+                                                (1, (72, 36), 5), (4, (9, 5), 1)])
+def test_rrdbnet_tail_in_row_strips_equals_one_piece(scale, size, strip):
+    """The 4x tail run on strips of trunk rows (2-row halo, last strip slid up) gives the same pixels."""
+    keras.utils.set_random_seed(scale)
+    feat = 8
+    model = RRDBNet(scale=scale, num_feat=feat, num_block=1, num_grow_ch=4)
+    for v in model.weights:  # larger than the default init so every layer matters
+        v.assign(tf.random.normal(v.shape, stddev=0.3))
+    lr = np.random.default_rng(0).random((1, *size, 3), np.float32)
+    rows, width = size[0] * scale // 4, size[1] * scale // 4  # trunk features
+    # a budget of exactly `strip + 4` rows of one float32 HR activation
+    strips = KerasSuperResolver(model, tail_activation_bytes=(strip + 4) * 16 * width * feat * 4)
+    count = -(-rows // strip)
+    assert strips.strip_rows(rows, width, feat, 4) == -(-rows // count) < rows
+    whole = KerasSuperResolver(model, tail_activation_bytes=0)
+    assert whole.strip_rows(rows, width, feat, 4) == rows
+    expected = whole(lr)
+    assert expected.shape == (1, size[0] * scale, size[1] * scale, 3)
+    np.testing.assert_allclose(strips(lr), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_tail_strips_are_only_for_rrdbnet_and_large_windows():
+    assert KerasSuperResolver(nearest_model()).tail_activation_bytes == 0
+    x4plus_like = KerasSuperResolver(RRDBNet(num_feat=8, num_block=1, num_grow_ch=4))
+    assert x4plus_like.strip_rows(128, 128, 64, 4) == 128  # LR 128 window: 64 MB, one piece
+    assert x4plus_like.strip_rows(276, 276, 64, 4) == 92  # tile 256 + 2 x 10: three strips
 
 
 # ---------------------------------------------------------------------------- tile plan
