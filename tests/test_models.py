@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from real_esrgan_tf.models import PixelShuffle, PixelUnshuffle, RRDBNet, SRVGGNetCompact
+from real_esrgan_tf.models import BilinearUpsample2x, PixelShuffle, PixelUnshuffle, RRDBNet, SRVGGNetCompact
 from real_esrgan_tf.models.layers import torch_to_tf_unshuffle_perm
 
 
@@ -89,3 +89,22 @@ def test_generators_build_under_reduced_precision(dtype, out_dtype):
         assert out.dtype == out_dtype
         assert all(w.dtype == ("float16" if dtype == "float16" else "float32") for w in model.weights)
         assert np.isfinite(out.numpy().astype(np.float32)).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bilinear_upsample_equals_keras_and_torch_bilinear(seed):
+    """Half-pixel bilinear x2 with edge clamping, as UpSampling2D(bilinear) and F.interpolate."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(1, 12, size=2))
+    x = rng.normal(size=(2, h, w, 5)).astype(np.float32)
+    ours = BilinearUpsample2x()(x).numpy()
+    assert ours.shape == (2, 2 * h, 2 * w, 5)
+    keras_up = keras.layers.UpSampling2D(2, interpolation="bilinear")(x).numpy()
+    np.testing.assert_allclose(ours, keras_up, atol=1e-5)
+    t = torch.nn.functional.interpolate(
+        torch.from_numpy(x).permute(0, 3, 1, 2), scale_factor=2, mode="bilinear", align_corners=False
+    )
+    np.testing.assert_allclose(ours, t.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    # in bfloat16 it stays bfloat16 (no float32 inside: the reason the layer exists)
+    assert BilinearUpsample2x(dtype="bfloat16")(x.astype("float32")).dtype == "bfloat16"

@@ -195,8 +195,9 @@ def test_checkpoint_resume_continues_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_steps_are_finite_with_float32_weights(precision, tmp_path):
+def test_mixed_precision_steps_are_finite_with_float32_weights(precision, jit_compile, tmp_path):
     config = load_pipeline(
         "smoke_cpu",
         [
@@ -212,7 +213,7 @@ def test_mixed_precision_steps_are_finite_with_float32_weights(precision, tmp_pa
         precision == "mixed_float16"
     )
     data = iter(tf.data.Dataset.from_tensors(_paired_batch(0)).repeat())
-    step = make_train_function(trainer, run.strategy, jit_compile=False)
+    step = make_train_function(trainer, run.strategy, jit_compile=jit_compile)
     for _ in range(2):
         metrics = {k: float(v) for k, v in step(data).items()}
         assert all(math.isfinite(v) for v in metrics.values()), metrics

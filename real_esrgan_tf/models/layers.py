@@ -78,6 +78,36 @@ class PixelShuffle(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="real_esrgan_tf")
+class BilinearUpsample2x(keras.layers.Layer):
+    """(B, H, W, C) -> (B, 2H, 2W, C), bilinear with half-pixel centres and edge clamping.
+
+    Equal to `UpSampling2D(2, interpolation="bilinear")` and PyTorch's `F.interpolate(scale_factor=2,
+    mode="bilinear", align_corners=False)`: each output pixel is 3/4 of its source pixel plus 1/4 of
+    the neighbour on its side. Written with slices and adds in the layer's dtype because
+    ResizeBilinear's XLA gradient mixes float32 into bfloat16/float16 graphs and fails to compile
+    (tensorflow/tensorflow#81273).
+    """
+
+    def call(self, x):
+        x = self._double(x, tf.concat([x[:, :1], x[:, :-1]], 1), tf.concat([x[:, 1:], x[:, -1:]], 1), 1)
+        return self._double(
+            x, tf.concat([x[:, :, :1], x[:, :, :-1]], 2), tf.concat([x[:, :, 1:], x[:, :, -1:]], 2), 2
+        )
+
+    @staticmethod
+    def _double(x, before, after, axis):
+        """Interleave 3/4 x + 1/4 before (even outputs) and 3/4 x + 1/4 after (odd) along `axis`."""
+        pair = tf.stack([0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after], axis=axis + 1)
+        shape = tf.unstack(tf.shape(x))
+        shape[axis] = 2 * shape[axis]
+        return tf.reshape(pair, tf.stack(shape))
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        return (b, None if h is None else 2 * h, None if w is None else 2 * w, c)
+
+
+@keras.saving.register_keras_serializable(package="real_esrgan_tf")
 class ScaledResidual(keras.layers.Layer):
     """`residual * beta + identity`: the residual scaling of ESRGAN's RDB and RRDB (beta 0.2)."""
 

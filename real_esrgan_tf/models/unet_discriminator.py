@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from real_esrgan_tf.models.layers import model_from_config, serialize_dtype
+from real_esrgan_tf.models.layers import BilinearUpsample2x, model_from_config, serialize_dtype
 
 SPECTRAL_NORM_LAYERS = tuple(f"conv{i}" for i in range(1, 9))
 
@@ -173,7 +173,7 @@ class UNetDiscriminatorSN(keras.Model):
             return SpectralNormConv2D(filters, k, strides=s, padding=1, name=name, dtype=dtype)
 
         def up(name):
-            return keras.layers.UpSampling2D(2, interpolation="bilinear", name=name, dtype=dtype)
+            return BilinearUpsample2x(name=name, dtype=dtype)
 
         inputs = keras.Input((None, None, num_in_ch), name="image")
         x0 = lrelu("act0")(plain_conv(nf, "conv0")(inputs))  # (B, H, W, nf)
