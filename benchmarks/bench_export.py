@@ -117,8 +117,12 @@ def main() -> None:
     if compact:
         accurate = compact["psnr_db_vs_keras_fp32"] >= TARGET["min_psnr_db"]
         idle_ms = round(compact["cpu_ms"] / args.threads, 1)
-        out["target"] = {**TARGET, "met": compact["ms"] < TARGET["max_ms"] and accurate,
-                         "idle_estimate_ms": idle_ms, "met_if_idle": idle_ms < TARGET["max_ms"] and accurate}
+        out["target"] = {
+            **TARGET,
+            "met": bool(compact["ms"] < TARGET["max_ms"] and accurate),
+            "idle_estimate_ms": idle_ms,
+            "met_if_idle": bool(idle_ms < TARGET["max_ms"] and accurate),
+        }
     out["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
 
