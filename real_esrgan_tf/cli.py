@@ -8,7 +8,9 @@ flag names (`--input`, `--output`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
 
 from absl import flags, logging
@@ -32,6 +34,38 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """Send file descriptor 2 to /dev/null (C++ logs that no environment variable silences)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _quiet_tensorflow_import() -> None:
+    """Import TensorFlow without its start-up log lines (oneDNN, CUDA probing) unless asked for.
+
+    TF 2.21 prints them through absl before its log level is read, so TF_CPP_MIN_LOG_LEVEL alone does
+    not hide them; it does hide the later ones (e.g. `failed call to cuInit` on a machine without a
+    GPU). `--verbose` or a TF_CPP_MIN_LOG_LEVEL set by the user keeps everything.
+    """
+    if "tensorflow" in sys.modules or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    try:
+        with _stderr_to_devnull():
+            import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # the sub-command's own import reports it, with stderr back
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
@@ -41,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"real-esrgan-tf: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if "--verbose" not in argv[2:]:
+        _quiet_tensorflow_import()
     module = importlib.import_module(COMMANDS[name][0])
     fv = flags.FlagValues()
     module.define_flags(fv)
@@ -54,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except flags.Error as e:
         print(f"real-esrgan-tf {name}: {e}", file=sys.stderr)
         return 2
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # absl logging reads the global flags; ours live in `fv`
     logging.set_verbosity(logging.DEBUG if fv.verbose else logging.INFO)
     logging.use_absl_handler()
     return int(module.run(fv) or 0)

@@ -1,5 +1,9 @@
 """The `real-esrgan-tf` dispatcher: every sub-command loads, shows its own flags and rejects bad ones."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from real_esrgan_tf import cli
@@ -26,3 +30,19 @@ def test_usage_and_unknown_command(capsys):
 def test_unknown_flag_is_a_usage_error(capsys):
     assert cli.main(["real-esrgan-tf", "upscale", "--no_such_flag=1"]) == 2
     assert "no_such_flag" in capsys.readouterr().err
+
+
+def test_console_output_is_the_error_line_only_and_verbose_shows_tensorflow_logs(tmp_path):
+    """A fresh process: TF's start-up log lines are hidden, the one-line error and exit code are not."""
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    command = [sys.executable, "-c", "from real_esrgan_tf.cli import console_main; console_main()", "upscale",
+               "--input", str(bad), "--output", str(tmp_path / "out"), "--model", "realesr-animevideov3"]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 1
+    lines = [line for line in quiet.stderr.splitlines() if line.strip()]
+    assert lines[0] == f"real-esrgan-tf upscale: error: {bad}: not an image file (unrecognised format)", lines
+    assert len(lines) == 2 and "upscaled 0 of 1 images" in lines[1], lines  # the summary log line
+    verbose = subprocess.run(command + ["--verbose"], capture_output=True, text=True, env=env, timeout=300)
+    assert verbose.returncode == 1 and len(verbose.stderr.splitlines()) > len(lines)
