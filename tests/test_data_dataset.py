@@ -216,3 +216,27 @@ def test_distribute_datasets_from_function_gives_per_replica_batches(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[(1, 2)] [(2, 8, 8, 3), (2, 8, 8, 3)] True"
+
+
+def test_start_step_resume_counts_every_replica_a_pipeline_feeds(tmp_path):
+    # one input pipeline for 2 replicas (MirroredStrategy on 2 GPUs): each step takes 2 per-replica
+    # batches from it, so resuming at step 1 must skip 2 batches, not 1
+    ctx = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=2)
+    singles = [build_example(crop_record(coordinate_image(10, 10, i))) for i in range(8)]
+    pairs = [
+        build_example(crop_record(coordinate_image(8, 8, i, 2, 2)), crop_record(coordinate_image(4, 4, i)))
+        for i in range(8)
+    ]
+    single = write_shard(tmp_path / "s.tfrecord", singles)
+    paired = write_shard(tmp_path / "p.tfrecord", pairs)
+    common = dict(input_context=ctx, seed=4, deterministic=True, shuffle_buffer=8)
+    for make in (
+        lambda step: make_train_dataset(single, 4, 8, start_step=step, **common),
+        lambda step: make_paired_dataset(paired, 4, 8, 2, start_step=step, **common),
+    ):
+        stream = _batches(make(0), 6)
+        resumed = _batches(make(1), 4)
+        assert resumed[0]["gt"].shape[0] == 2  # the per-replica batch
+        for a, b in zip(stream[2:], resumed, strict=True):
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])

@@ -282,6 +282,14 @@ def _pipeline(input_context, num_shards: int):
     return n, pid, True
 
 
+def _records_per_step(input_context, batch: int) -> int:
+    """Records one input pipeline gives per train step: its per-replica batch times the replicas it
+    feeds (tf.distribute pulls one batch per local replica, e.g. 2 under a 2-GPU MirroredStrategy)."""
+    if input_context is None:
+        return batch
+    return batch * max(1, input_context.num_replicas_in_sync // input_context.num_input_pipelines)
+
+
 def _options(deterministic: bool) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = deterministic
@@ -340,7 +348,7 @@ def make_train_dataset(
     )
     records = records.enumerate()
     if start_step:
-        records = records.skip(start_step * batch)
+        records = records.skip(start_step * _records_per_step(input_context, batch))
     base = _base_seed(seed, pipeline_id)
 
     @tf.autograph.experimental.do_not_convert
@@ -417,7 +425,7 @@ def make_paired_dataset(
         )
     records = records.enumerate()
     if start_step:
-        records = records.skip(start_step * batch)
+        records = records.skip(start_step * _records_per_step(input_context, batch))
     base = _base_seed(seed, pipeline_id)
 
     @tf.autograph.experimental.do_not_convert
