@@ -106,6 +106,14 @@ def test_set_overrides_are_typed_and_reach_the_degradation():
     assert PIPELINE_DIR.endswith("pipelines")
 
 
+def test_stage1_is_l1_only_whatever_the_loss_weights():
+    """Switching a stage-2 recipe to stage 1 must not keep the perceptual loss (nor download VGG19)."""
+    c = load_pipeline("realesrgan_x4plus", ['train.stage="realesrnet"'])
+    assert (c.losses.perceptual_weight, c.losses.gan_weight) == (1.0, 0.1)
+    assert not c.uses_perceptual and not c.uses_discriminator
+    assert load_pipeline("realesrgan_x4plus").uses_perceptual
+
+
 # ------------------------------------------------------------------ trainer mechanics on tiny models
 
 

@@ -194,7 +194,8 @@ class PipelineConfig:
 
     @property
     def uses_perceptual(self) -> bool:
-        return self.losses.perceptual_weight > 0
+        # Stage 1 (RealESRNet) is L1 only, whatever the loss weights say (official recipe).
+        return self.train.stage is Stage.REALESRGAN and self.losses.perceptual_weight > 0
 
 
 # ---------------------------------------------------------------- strict dict -> dataclass
