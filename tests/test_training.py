@@ -114,6 +114,12 @@ def test_stage1_is_l1_only_whatever_the_loss_weights():
     assert load_pipeline("realesrgan_x4plus").uses_perceptual
 
 
+def test_monitoring_intervals_must_be_positive():
+    for key in ("log_every_steps", "image_every_steps", "validation_every_steps", "validation_max_images"):
+        with pytest.raises(ConfigError, match=rf"monitoring.{key}: must be positive, got 0"):
+            load_pipeline("smoke_cpu", [f"monitoring.{key}=0"])
+
+
 # ------------------------------------------------------------------ trainer mechanics on tiny models
 
 
