@@ -177,9 +177,12 @@ class PipelineConfig:
         for key in ("every_steps", "keep_checkpoint_max"):
             if getattr(self.checkpoint, key) <= 0:
                 raise ConfigError(f"checkpoint.{key}: must be positive")
-        for key in ("log_every_steps", "image_every_steps", "validation_every_steps", "validation_max_images"):
+        for key in ("log_every_steps", "image_every_steps", "validation_every_steps"):
             if getattr(self.monitoring, key) <= 0:
                 raise ConfigError(f"monitoring.{key}: must be positive, got {getattr(self.monitoring, key)}")
+        if self.monitoring.validation_max_images <= 0:
+            n = self.monitoring.validation_max_images
+            raise ConfigError(f"monitoring.validation_max_images: must be positive, got {n}")
         if (self.degradation.scale, self.degradation.gt_size) != (t.scale, t.gt_size):
             try:
                 self.degradation = dataclasses.replace(self.degradation, scale=t.scale, gt_size=t.gt_size)
