@@ -268,3 +268,30 @@ def test_command_line_errors(tmp_path, capsys):
     assert cli.main(["real-esrgan-tf", "prepare", "--gt", str(empty), "--output", "x"]) == 2
     with pytest.raises(prep.PrepareError, match="multiples of --scale"):
         prep.make_plan(prep.PrepareConfig(gt=str(empty), lq=str(empty), scale=4, crop=30))
+
+
+def test_multiscale_of_a_tiny_image_drops_only_the_zero_pixel_copies(tmp_path, photos):
+    src = tmp_path / "src"
+    os.makedirs(src)
+    images.write_image(str(src / "tiny.png"), photos["coffee"][:2, :5])  # x0.333 -> 0 x 1
+    images.write_image(str(src / "ok.png"), photos["coffee"][:6, :6])
+    config = prep.PrepareConfig(inputs=(str(src),), crop=0, multiscale=True)
+    manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
+    assert manifest["skipped"] == [
+        {
+            "path": "tiny.png",
+            "reason": "2x5 is too small for the x0.333 copy (a side would be 0 px); "
+            "its other copies are used",
+        }
+    ]
+    variants = sorted(
+        (r["image/source"].decode(), r["image/variant"].decode(), r["image"].shape[:2])
+        for r in _records(str(tmp_path / "out" / "*.tfrecord"))
+    )
+    assert [v for v in variants if v[0] == "tiny.png"] == [
+        ("tiny.png", "short400", (400, 1000)),
+        ("tiny.png", "x0.5", (1, 2)),
+        ("tiny.png", "x0.75", (1, 3)),
+        ("tiny.png", "x1", (2, 5)),
+    ]
+    assert len(variants) == manifest["total_records"] == 9

@@ -243,10 +243,18 @@ def make_plan(config: PrepareConfig) -> Plan:
                     skipped.append({"path": source, "reason": e.reason})
                     continue
                 listing.append([source, h, w, os.path.getsize(path)])  # a changed file = another plan
+                too_small = []
                 for v in variants:
                     vh, vw = v.size(h, w)
+                    if vh == 0 or vw == 0:  # e.g. x1/3 of a 2-pixel side (PIL cannot resize to 0)
+                        too_small.append(v.name)
+                        continue
                     boxes = crop_boxes(vh, vw, config.crop, config.step, config.thresh)
                     units.append((Segment(-1, path, source, v, tuple(boxes)), len(boxes)))
+                if too_small:
+                    copies = f"{', '.join(too_small)} cop{'y' if len(too_small) == 1 else 'ies'}"
+                    reason = f"{h}x{w} is too small for the {copies} (a side would be 0 px)"
+                    skipped.append({"path": source, "reason": reason + "; its other copies are used"})
     total = sum(n for _, n in units)
     if total == 0:
         raise PrepareError(
