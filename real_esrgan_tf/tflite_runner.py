@@ -5,7 +5,9 @@ covers an image with T x T windows that overlap by `2 * tile_pad`, runs each win
 centre ("core") of each, so every kept pixel had at least `tile_pad` LR pixels of real context on
 each side (or the true image border, where the network saw its usual zero padding). Windows always
 have the full size T, clamped inside the image, so no window runs on padding that the untiled
-model would not see; only images smaller than T are padded (edge-replicated) up to T.
+model would not see; only images smaller than T are padded (edge-replicated) up to T. For the x2 / x1
+RRDBNet (pixel-unshuffle by 2 / 4) the image is first reflect-padded to a multiple of 2 / 4 and
+windows start on multiples of it, so each window sees the same unshuffle blocks as the whole image.
 
 It is a backend for `real_esrgan_tf.inference` (`SuperResolver`): a callable NHWC float32
 [1, h, w, 3] -> [1, h*s, w*s, 3] with `scale` and the fixed `input_size` (T, T). The Upscaler
@@ -101,7 +103,14 @@ class TFLiteGenerator:
         self.tile_size = int(in_shape[1])  # T
         self.input_size = (self.tile_size, self.tile_size)  # what `inference.SuperResolver` reads
         self.scale = int(out_shape[1] // in_shape[1])
-        self.tile_pad = min(int(tile_pad), (self.tile_size - 1) // 2)
+        # The x2 / x1 RRDBNet pixel-unshuffle 2x2 / 4x4 blocks first (as `inference.Upscaler`): windows
+        # must start on block boundaries to see the blocks of the whole image, so the image is
+        # reflect-padded to a multiple (official mod_pad) and the context is a multiple too.
+        self.align = {2: 2, 1: 4}.get(self.scale, 1)
+        if self.tile_size % self.align:
+            raise TFLiteModelError(f"{path}: input side {self.tile_size} is not a multiple of {self.align}")
+        largest_pad = (self.tile_size - 1) // 2 // self.align * self.align  # windows need T > 2 * pad
+        self.tile_pad = min(-(-int(tile_pad) // self.align) * self.align, largest_pad)
         self.dtype = np.dtype(inputs[0]["dtype"])
 
     def run_window(self, window: np.ndarray) -> np.ndarray:
@@ -127,8 +136,12 @@ class TFLiteGenerator:
         image = lr[0]
         h, w = image.shape[:2]
         size, s = self.tile_size, self.scale
-        if h < size or w < size:
-            image = np.pad(image, [(0, max(size - h, 0)), (0, max(size - w, 0)), (0, 0)], mode="edge")
+        mod_h, mod_w = -h % self.align, -w % self.align
+        if mod_h or mod_w:
+            image = np.pad(image, [(0, mod_h), (0, mod_w), (0, 0)], mode="reflect")
+        if image.shape[0] < size or image.shape[1] < size:
+            h_pad, w_pad = max(size - image.shape[0], 0), max(size - image.shape[1], 0)
+            image = np.pad(image, [(0, h_pad), (0, w_pad), (0, 0)], mode="edge")
         ph, pw = image.shape[:2]
         out = np.empty((ph * s, pw * s, 3), np.float32)
         for ys, cy0, cy1 in windows(ph, size, self.tile_pad):

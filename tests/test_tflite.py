@@ -163,3 +163,27 @@ def test_unusable_files_are_clear_errors(tmp_path):
     bad.write_bytes(b"not a flatbuffer")
     with pytest.raises(TFLiteModelError, match="broken.tflite: cannot load TFLite model"):
         TFLiteGenerator(str(bad))
+
+
+def test_tiled_runner_keeps_the_unshuffle_blocks_of_x2_models(tmp_path, photos):
+    """An x2 RRDBNet pixel-unshuffles 2x2 blocks: windows must start on even pixels and odd sizes be
+    reflect-padded first (official mod_pad), or the windows see other blocks than the whole image."""
+    import keras
+
+    from real_esrgan_tf.models.layers import PixelShuffle, PixelUnshuffle
+
+    lr_in = keras.Input((None, None, 3))
+    x = PixelUnshuffle(2, name="pixel_unshuffle")(lr_in)
+    x = keras.layers.Conv2D(48, 3, padding="same", kernel_initializer="he_normal")(x)  # sees 2 LR px
+    model = keras.Model(lr_in, PixelShuffle(4)(x))
+    model.scale = 2
+    path = str(tmp_path / "x2.tflite")
+    export_tflite(model, path, input_size=16)
+    runner = TFLiteGenerator(path, tile_pad=3)
+    assert runner.scale == 2
+    for h, w in [(41, 53), (36, 19)]:  # odd and even sizes, larger than the window
+        lr = photos["astronaut"][100 : 100 + h, 200 : 200 + w].astype(np.float32)[None] / 255.0
+        padded = np.pad(lr, [(0, 0), (0, h % 2), (0, w % 2), (0, 0)], mode="reflect")
+        expected = model(padded).numpy()[:, : 2 * h, : 2 * w]
+        np.testing.assert_allclose(runner(lr), expected, atol=2e-5, err_msg=f"{h}x{w}")
+    assert runner(lr[:, :9, :11]).shape == (1, 18, 22, 3)  # odd and smaller than the window
