@@ -295,3 +295,28 @@ def test_multiscale_of_a_tiny_image_drops_only_the_zero_pixel_copies(tmp_path, p
         ("tiny.png", "x1", (2, 5)),
     ]
     assert len(variants) == manifest["total_records"] == 9
+
+
+def test_several_inputs_with_the_same_folder_name_keep_distinct_sources(tmp_path, photos):
+    rgba = np.concatenate([photos["coffee"][:8, :8], np.full((8, 8, 1), 200, np.uint8)], -1)
+    for d in ("div2k/images", "ost/images"):
+        os.makedirs(tmp_path / d)
+        images.write_image(str(tmp_path / d / "x.png"), rgba)
+    config = prep.PrepareConfig(inputs=(str(tmp_path / "div2k/images"), str(tmp_path / "ost/images")), crop=0)
+    manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
+    sources = sorted(r["image/source"].decode() for r in _records(str(tmp_path / "out" / "*.tfrecord")))
+    assert sources == ["div2k/images/x.png", "ost/images/x.png"]
+    assert manifest["alpha_dropped"] == 2
+    # distinct names keep the short prefix
+    names = prep._input_prefixes((str(tmp_path / "div2k/images"), str(tmp_path / "ost")))
+    assert names == ["images", "ost"]
+
+
+def test_the_same_or_a_nested_input_folder_is_an_error(tmp_path, photos):
+    os.makedirs(tmp_path / "a" / "sub")
+    images.write_image(str(tmp_path / "a" / "sub" / "x.png"), photos["coffee"][:8, :8])
+    a, sub = str(tmp_path / "a"), str(tmp_path / "a" / "sub")
+    with pytest.raises(prep.PrepareError, match="the same folder"):
+        prep.make_plan(prep.PrepareConfig(inputs=(a, a + "/"), crop=0))
+    with pytest.raises(prep.PrepareError, match="is inside --input"):
+        prep.make_plan(prep.PrepareConfig(inputs=(a, sub), crop=0))

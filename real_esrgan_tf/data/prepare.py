@@ -156,11 +156,35 @@ def _header_size(path: str) -> tuple[int, int]:
     return h, w
 
 
-def _source_name(root: str, rel: str, roots: tuple[str, ...]) -> str:
-    """Relative path; prefixed by the input folder's name when several inputs are given."""
+def _input_prefixes(roots: tuple[str, ...]) -> list[str]:
+    """The name each input folder's files get in image/source: "" for a single input, else its last
+    path component, or as many trailing components as make the names distinct (a/images, b/images).
+
+    The same folder twice, or one inside another, would prepare its images twice: an error.
+    """
+    real = [os.path.realpath(r) for r in roots]
+    for i, a in enumerate(real):
+        for j, b in enumerate(real):
+            if i < j and a == b:
+                raise PrepareError(f"--input {roots[j]}: the same folder as --input {roots[i]}")
+            if i != j and a.startswith(b.rstrip(os.sep) + os.sep):
+                raise PrepareError(
+                    f"--input {roots[i]} is inside --input {roots[j]}: its images would be prepared twice"
+                )
     if len(roots) == 1:
-        return rel.replace(os.sep, "/")
-    return f"{os.path.basename(os.path.normpath(root))}/{rel}".replace(os.sep, "/")
+        return [""]
+    parts = [os.path.normpath(os.path.abspath(r)).split(os.sep) for r in roots]
+    for n in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-n:]).strip("/") for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return names  # unreachable: distinct real paths have distinct absolute paths
+
+
+def _source_name(prefix: str, rel: str) -> str:
+    """Relative path; prefixed by the input folder's name when several inputs are given."""
+    rel = rel.replace(os.sep, "/")
+    return f"{prefix}/{rel}" if prefix else rel
 
 
 @dataclasses.dataclass
@@ -233,10 +257,10 @@ def make_plan(config: PrepareConfig) -> Plan:
         if not config.inputs:
             raise PrepareError("give --input DIR (or --gt DIR --lq DIR for pairs)")
         variants = (ORIGINAL,) + (MULTISCALE if config.multiscale else ())
-        for root in config.inputs:
+        for root, prefix in zip(config.inputs, _input_prefixes(config.inputs), strict=True):
             for rel in _list_images(root):
                 path = os.path.join(root, rel)
-                source = _source_name(root, rel, config.inputs)
+                source = _source_name(prefix, rel)
                 try:
                     h, w = _header_size(path)
                 except images.ImageError as e:
