@@ -22,6 +22,7 @@ import io
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -280,7 +281,10 @@ def export_saved_model(
         raise ExportError(f"{target}: version already exists (pick another --version)")
     os.makedirs(base_dir, exist_ok=True)
     module = SuperResolutionModule(generator, config)
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=base_dir)
+    # Not mkdtemp: its 0700 mode would become the version's, unreadable to a server running as
+    # another user. os.mkdir applies the umask like any other folder.
+    tmp = os.path.join(base_dir, f".tmp-export-{uuid.uuid4().hex}")
+    os.mkdir(tmp)
     try:
         tf.saved_model.save(module, tmp, signatures=module.signatures())
         os.replace(tmp, target)

@@ -59,6 +59,18 @@ def test_layout_is_tensorflow_serving_versions(exported, tmp_path, rrdb_x2):
         export_saved_model(rrdb_x2, base, version=1)
 
 
+def test_version_folder_is_readable_by_the_server_user(exported):
+    """The temporary folder (mkdtemp: mode 0700) becomes the version: a TF Serving process running as
+    another user must still be able to read it, as any folder made under the current umask."""
+    import stat
+
+    path, _ = exported
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE(os.stat(os.path.join(path, "saved_model.pb")).st_mode) == 0o666 & ~umask
+
+
 def test_saved_model_cli_lists_both_signatures(exported):
     path, _ = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
