@@ -155,3 +155,44 @@ def test_bad_pipeline_key_is_one_line_error(tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.toml: unknown key 'train.batch_size'" in err[0]
+
+
+def _summary_tags(model_dir):
+    tags = {}
+    for name in os.listdir(os.path.join(model_dir, "logs")):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(model_dir, "logs", name)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    return tags
+
+
+def test_image_summaries_follow_image_every_steps_without_validation(paired_shards, tmp_path):
+    """LQ | SR | GT strips every `image_every_steps` even with no validation set (a fixed batch)."""
+    model_dir = str(tmp_path / "run")
+    overrides = [*OVERRIDES, "monitoring.image_every_steps=2", "monitoring.log_every_steps=100"]
+    run = build_run(load_pipeline("smoke_cpu", overrides), model_dir)
+    assert run.config.monitoring.validation_data == ""
+    train(run, paired_shards, model_dir, max_steps=5, print_fn=lambda line: None)
+    assert _summary_tags(model_dir)["lq_sr_gt"] == [2, 4, 5]
+
+
+def test_synthetic_preview_batch_is_degraded_and_fixed(photos, tmp_path):
+    from real_esrgan_tf.data.prepare import PrepareConfig, prepare
+    from real_esrgan_tf.training.loop import preview_batch
+
+    (tmp_path / "hr").mkdir()
+    for name, photo in photos.items():
+        Image.fromarray(photo[:96, :96]).save(tmp_path / "hr" / f"{name}.png")
+    prepare(
+        PrepareConfig(inputs=(str(tmp_path / "hr"),), crop=48, step=48),
+        str(tmp_path / "shards"),
+        progress=False,
+    )
+    config = load_pipeline("smoke_cpu", ['train.stage="realesrnet"'])
+    run = build_run(config, str(tmp_path / "run"))
+    data = str(tmp_path / "shards" / "*.tfrecord")
+    lq, gt = preview_batch(config, run.trainer, data)
+    assert (lq.shape, gt.shape) == ((4, 8, 8, 3), (4, 32, 32, 3))
+    again = preview_batch(config, run.trainer, data)
+    np.testing.assert_array_equal(again[0], lq)
+    np.testing.assert_array_equal(again[1], gt)

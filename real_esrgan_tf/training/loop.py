@@ -17,7 +17,7 @@ from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN
 from real_esrgan_tf.training import checkpoints, monitoring
 from real_esrgan_tf.training.config import DataKind, GeneratorArch, PipelineConfig, Precision, XlaScope
 from real_esrgan_tf.training.strategy import is_chief, make_train_function, worker_id
-from real_esrgan_tf.training.trainer import LossWeights, RealESRGANTrainer, clone_generator
+from real_esrgan_tf.training.trainer import KERNEL_KEYS, LossWeights, RealESRGANTrainer, clone_generator
 from real_esrgan_tf.weights import load_generator
 
 EMA_EXPORT_NAME = "ema_generator.weights.h5"
@@ -217,6 +217,28 @@ def make_dataset(config: PipelineConfig, data: str, strategy, start_step: int, d
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
+def preview_batch(config: PipelineConfig, trainer: RealESRGANTrainer, data: str, validation=None, count=4):
+    """(lq, gt) shown as LQ | SR | GT: the first validation pair, else a fixed training batch.
+
+    Synthetic data is degraded with a fixed seed (not through the pool), so every image summary of a
+    run shows the same inputs.
+    """
+    if validation is not None:
+        first = next(iter(validation))
+        return first["lq"], first["gt"]
+    from real_esrgan_tf.data import make_paired_dataset, make_train_dataset
+
+    t = config.train
+    fixed = dict(seed=t.seed, deterministic=True, shuffle_buffer=1)
+    if t.data is DataKind.PAIRED:
+        batch = next(iter(make_paired_dataset(data, count, t.gt_size, t.scale, **fixed)))
+        return batch["lq"], batch["gt"]
+    batch = next(iter(make_train_dataset(data, count, t.crop_size, degradation=config.degradation, **fixed)))
+    seed = tf.constant([t.seed, -1], tf.int64)
+    lq, gt, _ = trainer._degrader(batch["gt"], {k: batch[k] for k in KERNEL_KEYS}, seed)
+    return lq, gt
+
+
 def _optimizer_scalars(optimizer, prefix):
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     out = {f"{prefix}_learning_rate": float(keras.ops.convert_to_numpy(inner.learning_rate))}
@@ -251,6 +273,7 @@ def train(
     iterator = iter(make_dataset(config, data, strategy, run.start_step, deterministic))
     train_function = make_train_function(trainer, strategy, t.xla is XlaScope.FULL_STEP)
     progress = monitoring.ProgressLine(end, run.start_step)
+    preview = None  # (lq, gt) of the image summaries, made at the first image step
     step = run.start_step
     last_time, last_step = time.monotonic(), step
     while step < end:
@@ -274,10 +297,11 @@ def train(
             )
             summaries.scalars(step, scores)
             print_fn(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-            if step % mon.image_every_steps == 0 or step == end:
-                first = next(iter(validation))
-                sr = trainer.ema_generator(first["lq"], training=False)
-                summaries.images(step, first["lq"], sr, first["gt"])
+        if chief and (step % mon.image_every_steps == 0 or step == end):
+            if preview is None:
+                preview = preview_batch(config, trainer, data, validation)
+            sr = trainer.ema_generator(preview[0], training=False)
+            summaries.images(step, preview[0], sr, preview[1])
         if step % config.checkpoint.every_steps == 0 or step == end:
             run.checkpoint.save()
     if chief:
