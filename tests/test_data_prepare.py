@@ -320,3 +320,27 @@ def test_the_same_or_a_nested_input_folder_is_an_error(tmp_path, photos):
         prep.make_plan(prep.PrepareConfig(inputs=(a, a + "/"), crop=0))
     with pytest.raises(prep.PrepareError, match="is inside --input"):
         prep.make_plan(prep.PrepareConfig(inputs=(a, sub), crop=0))
+
+
+def test_rerun_after_an_input_changed_in_place_is_refused_not_mixed(tmp_path, photos):
+    src = tmp_path / "src"
+    os.makedirs(src)
+    bmp = str(src / "x.bmp")  # same dimensions -> same file size: only the pixels differ
+    images.write_image(bmp, photos["coffee"][:16, :16])
+    images.write_image(str(src / "y.png"), photos["chelsea"][:16, :16])
+    config = prep.PrepareConfig(inputs=(str(src),), crop=8, step=8, num_shards=2)
+    out = str(tmp_path / "out")
+    prep.prepare(config, out, progress=False)
+    size, mtime = os.path.getsize(bmp), os.stat(bmp).st_mtime_ns
+    images.write_image(bmp, photos["astronaut"][:16, :16])
+    os.utime(bmp, ns=(mtime + 10**9, mtime + 10**9))  # edited a second later
+    assert os.path.getsize(bmp) == size
+    with pytest.raises(prep.PrepareError, match="x.bmp is new or changed"):
+        prep.prepare(config, out, progress=False)
+    prep.prepare(config, out, overwrite=True, progress=False)
+    got = {
+        tuple(r["image/crop_box"]): r["image"]
+        for r in _records(out + "/*.tfrecord")
+        if r["image/source"] == b"x.bmp"
+    }
+    np.testing.assert_array_equal(np.rint(got[(0, 0, 8, 8)] * 255), photos["astronaut"][:8, :8])

@@ -156,6 +156,13 @@ def _header_size(path: str) -> tuple[int, int]:
     return h, w
 
 
+def _file_stamp(path: str) -> list[int]:
+    """Size and modification time: a file rewritten in place (same size, e.g. a BMP or TIFF of the
+    same dimensions) must not let a resumed run mix crops of its old and new pixels."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _input_prefixes(roots: tuple[str, ...]) -> list[str]:
     """The name each input folder's files get in image/source: "" for a single input, else its last
     path component, or as many trailing components as make the names distinct (a/images, b/images).
@@ -228,7 +235,7 @@ def make_plan(config: PrepareConfig) -> Plan:
                 )
                 continue
             listing.append(
-                [gts[stem], gh, gw, os.path.getsize(gt_path), lqs[stem], lh, lw, os.path.getsize(lq_path)]
+                [gts[stem], gh, gw, *_file_stamp(gt_path), lqs[stem], lh, lw, *_file_stamp(lq_path)]
             )
             if (gh, gw) != (lh * config.scale, lw * config.scale):
                 skipped.append(
@@ -266,7 +273,7 @@ def make_plan(config: PrepareConfig) -> Plan:
                 except images.ImageError as e:
                     skipped.append({"path": source, "reason": e.reason})
                     continue
-                listing.append([source, h, w, os.path.getsize(path)])  # a changed file = another plan
+                listing.append([source, h, w, *_file_stamp(path)])  # a changed file = another plan
                 too_small = []
                 for v in variants:
                     vh, vw = v.size(h, w)
@@ -432,6 +439,20 @@ def _write_json(path: str, obj) -> None:
     images.write_bytes_atomic(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
+def _plan_difference(previous: dict, fingerprint: dict) -> str:
+    """What changed since the run whose shards are in the output folder, for the error message."""
+    if (
+        previous.get("config") != fingerprint["config"]
+        or previous.get("num_shards") != fingerprint["num_shards"]
+    ):
+        return "other inputs or flags"
+    old = {f[0]: f for f in previous.get("files", [])}
+    for f in fingerprint["files"]:
+        if old.get(f[0]) != f:
+            return f"{f[0]} is new or changed since"
+    return "input files removed since"
+
+
 def _complete_shards(output: str, plan: Plan, overwrite: bool) -> dict[int, dict]:
     """Shards finished by an earlier run of the same plan whose bytes still match their checksum."""
     state = os.path.join(output, STATE_DIR)
@@ -440,8 +461,9 @@ def _complete_shards(output: str, plan: Plan, overwrite: bool) -> dict[int, dict
         with open(plan_path) as f:
             previous = json.load(f)
         if previous != plan.fingerprint:
+            why = _plan_difference(previous, plan.fingerprint)
             raise PrepareError(
-                f"{output}: holds shards of a different prepare run (other inputs or flags); "
+                f"{output}: holds shards of a different prepare run ({why}); "
                 "use another --output or --overwrite"
             )
     os.makedirs(state, exist_ok=True)
