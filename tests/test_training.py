@@ -70,7 +70,12 @@ def test_every_recipe_loads_with_official_values():
         assert c.train.scale == c.degradation.scale == scale
         assert c.init.generator == "realesrgan-x4plus" and c.init.skip_layers == ("conv_first",)
     assert configs["realesr_general_x4v3_compact"].generator.num_conv == 32
-    assert configs["finetune_paired"].train.data is DataKind.PAIRED
+    finetune = configs["finetune_paired"]
+    assert finetune.train.data is DataKind.PAIRED
+    assert (finetune.init.generator, finetune.init.discriminator) == (
+        "realesrgan-x4plus",
+        "RealESRGAN_x4plus_netD.pth",
+    )
 
 
 def test_unknown_key_is_an_error_naming_file_and_key(tmp_path):
@@ -234,6 +239,32 @@ def test_mixed_precision_steps_are_finite_with_float32_weights(precision, jit_co
     models = (trainer.generator, trainer.discriminator, trainer.ema_generator)
     assert all(w.dtype == "float32" for m in models for w in m.weights)
     assert not np.allclose(trainer.ema_generator.weights[0].numpy(), trainer.generator.weights[0].numpy())
+
+
+def test_discriminator_starts_from_an_official_netd_pth(tmp_path):
+    """finetune recipes: D from RealESRGAN_x4plus_netD.pth ({"params": torch spectral-norm state})."""
+    torch = pytest.importorskip("torch")
+    from real_esrgan_tf.training.loop import InitError
+    from tests.test_discriminator import _TorchUNetD
+
+    torch.manual_seed(0)
+    tnet = _TorchUNetD(8).train()
+    x = np.random.default_rng(0).uniform(size=(2, 3, 32, 24)).astype("float32")
+    tnet(torch.from_numpy(x))  # one power iteration: u, v are no longer their initial values
+    path = str(tmp_path / "netD.pth")
+    torch.save({"params": tnet.state_dict()}, path)
+    overrides = ['train.data="paired"', "losses.perceptual_weight=0.0", f"init.discriminator={path}"]
+    run = build_run(load_pipeline("smoke_cpu", overrides), str(tmp_path / "run"))
+    with torch.no_grad():
+        expected = tnet.eval()(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+    got = run.trainer.discriminator(x.transpose(0, 2, 3, 1), training=False).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(InitError, match=r"netD.pth: conv0.weight has shape .*discriminator.num_feat"):
+        build_run(load_pipeline("smoke_cpu", [*overrides, "discriminator.num_feat=16"]), str(tmp_path / "r2"))
+    with pytest.raises(InitError, match=r"init.discriminator .*missing.pth: no such file"):
+        build_run(
+            load_pipeline("smoke_cpu", [*overrides[:2], "init.discriminator=missing.pth"]), str(tmp_path)
+        )
 
 
 # ------------------------------------------------------------------ the real degradation: XLA, GPU, smoke

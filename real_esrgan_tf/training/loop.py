@@ -76,6 +76,69 @@ def copy_weights_by_layer(source: keras.Model, target: keras.Model, skip: tuple[
     return copied
 
 
+def load_discriminator_weights(discriminator: keras.Model, path: str) -> None:
+    """Fill `UNetDiscriminatorSN` from a `.weights.h5` (ours) or an official BasicSR `.pth`.
+
+    The official fine-tuning recipes start D from `RealESRGAN_x4plus_netD.pth` (`{"params": ...}`,
+    torch spectral norm: `convN.weight_orig` is the raw kernel, `weight_u`/`weight_v` the power
+    iteration state; conv0/conv9 are plain convs with biases).
+    """
+    what = f"init.discriminator {path}"
+    if not os.path.isfile(path):
+        raise InitError(f"{what}: no such file")
+    if not (path.endswith(".pth") or path.endswith(".pt")):
+        try:
+            discriminator.load_weights(path)
+        except Exception as e:  # wrong file or architecture: one line
+            raise InitError(f"{what}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        return
+    try:
+        import torch
+    except ImportError:
+        raise InitError(f"{what}: reading a .pth file needs torch (pip install torch)") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("params"), dict):
+        state = state["params"]
+    if not isinstance(state, dict):
+        raise InitError(f"{what}: not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+
+    def get(key):
+        if key not in state:
+            raise InitError(f"{what}: not a UNetDiscriminatorSN state dict (no {key!r})")
+        return state[key].detach().float().numpy()
+
+    def check(name, value, variable):
+        if tuple(value.shape) != tuple(variable.shape):
+            raise InitError(
+                f"{what}: {name} has shape {tuple(value.shape)}, the model needs {tuple(variable.shape)} "
+                "(discriminator.num_feat?)"
+            )
+        variable.assign(value)
+
+    for layer in discriminator.layers:
+        name = layer.name
+        if not (name.startswith("conv") and layer.weights):
+            continue
+        if hasattr(layer, "sn_u"):  # spectral norm: (Cout, Cin, k, k) -> (k, k, Cin, Cout)
+            w = get(f"{name}.weight_orig")
+            if w.ndim != 4:
+                raise InitError(f"{what}: {name}.weight_orig has shape {w.shape}, expected 4 dimensions")
+            _, cin, k, _ = w.shape
+            check(f"{name}.weight_orig", w.transpose(2, 3, 1, 0), layer.kernel)
+            check(f"{name}.weight_u", get(f"{name}.weight_u"), layer.sn_u)
+            v = get(f"{name}.weight_v")  # torch flattens W as (Cout, Cin*k*k); ours is (k*k*Cin, Cout)
+            if v.size != layer.sn_v.shape[0]:
+                raise InitError(
+                    f"{what}: {name}.weight_v has {v.size} values, the model needs {layer.sn_v.shape[0]}"
+                )
+            check(f"{name}.weight_v", v.reshape(cin, k, k).transpose(1, 2, 0).reshape(-1), layer.sn_v)
+        else:
+            kernel, bias = layer.weights
+            check(f"{name}.weight", get(f"{name}.weight").transpose(2, 3, 1, 0), kernel)
+            check(f"{name}.bias", get(f"{name}.bias"), bias)
+
+
 @dataclasses.dataclass
 class TrainingRun:
     config: PipelineConfig
@@ -114,7 +177,7 @@ def build_run(
                 num_feat=config.discriminator.num_feat, skip_connection=config.discriminator.skip_connection
             )
             if config.init.discriminator:
-                discriminator.load_weights(config.init.discriminator)
+                load_discriminator_weights(discriminator, config.init.discriminator)
         if config.uses_perceptual:
             perceptual = losses.PerceptualLoss(
                 losses.PerceptualLossConfig(dict(cfg_loss.perceptual_layer_weights), cfg_loss.vgg_weights)
