@@ -344,3 +344,22 @@ def test_rerun_after_an_input_changed_in_place_is_refused_not_mixed(tmp_path, ph
         if r["image/source"] == b"x.bmp"
     }
     np.testing.assert_array_equal(np.rint(got[(0, 0, 8, 8)] * 255), photos["astronaut"][:8, :8])
+
+
+def test_paired_names_shared_by_several_files_are_skipped_not_guessed(tmp_path, photos):
+    gt_dir, lq_dir = tmp_path / "gt", tmp_path / "lq"
+    os.makedirs(gt_dir)
+    os.makedirs(lq_dir)
+    gt = photos["astronaut"][:16, :16]
+    lq = np.asarray(Image.fromarray(gt).resize((4, 4), Image.Resampling.BICUBIC))
+    for name in ("a.png", "b.png"):
+        images.write_image(str(gt_dir / name), gt)
+        images.write_image(str(lq_dir / name), lq)
+    images.write_image(str(lq_dir / "a.bmp"), lq[::-1])  # which LQ is a.png's partner?
+    config = prep.PrepareConfig(gt=str(gt_dir), lq=str(lq_dir), scale=4, crop=0)
+    manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
+    reasons = {s["path"]: s["reason"] for s in manifest["skipped"]}
+    assert sorted(reasons) == ["a.bmp", "a.png"]
+    assert "LQ name shared with a.png" in reasons["a.bmp"]
+    records = _records(str(tmp_path / "out" / "*.tfrecord"), paired=True)
+    assert [r["image/source"] for r in records] == [b"b.png"] and manifest["total_records"] == 1

@@ -204,6 +204,24 @@ class Plan:
     fingerprint: dict
 
 
+def _by_stem(files: list[str], side: str, skipped: list[dict]) -> tuple[dict[str, str], set[str]]:
+    """Paired mode: name without extension -> file. Names shared by several files (a.png, a.jpg)
+    cannot be matched: all of them are skipped with a reason instead of one silently winning."""
+    groups: dict[str, list[str]] = {}
+    for rel in files:
+        groups.setdefault(os.path.splitext(rel)[0], []).append(rel)
+    out, ambiguous = {}, set()
+    for stem, rels in groups.items():
+        if len(rels) == 1:
+            out[stem] = rels[0]
+            continue
+        ambiguous.add(stem)
+        for rel in rels:
+            others = ", ".join(r for r in rels if r != rel)
+            skipped.append({"path": rel, "reason": f"{side} name shared with {others}: cannot pick the pair"})
+    return out, ambiguous
+
+
 def make_plan(config: PrepareConfig) -> Plan:
     skipped: list[dict] = []
     units: list[tuple[Segment, int]] = []  # shard -1 placeholder, crop count
@@ -213,9 +231,15 @@ def make_plan(config: PrepareConfig) -> Plan:
             raise PrepareError("--multiscale is for single-image mode, not --gt/--lq pairs")
         if config.crop % config.scale or config.step % config.scale or config.thresh % config.scale:
             raise PrepareError(f"--crop, --step and --thresh must be multiples of --scale {config.scale}")
-        gts = {os.path.splitext(r)[0]: r for r in _list_images(config.gt)}
-        lqs = {os.path.splitext(r)[0]: r for r in _list_images(config.lq)}
+        gts, gt_ambiguous = _by_stem(_list_images(config.gt), "GT", skipped)
+        lqs, lq_ambiguous = _by_stem(_list_images(config.lq), "LQ", skipped)
         for stem in sorted(set(gts) | set(lqs)):
+            if stem in gt_ambiguous or stem in lq_ambiguous:
+                side, rel = ("GT", lqs[stem]) if stem in lqs else ("LQ", gts[stem])
+                skipped.append(
+                    {"path": rel, "reason": f"its {side} partner's name is shared by several files"}
+                )
+                continue
             if stem not in lqs:
                 skipped.append({"path": gts[stem], "reason": "GT has no LQ file with the same name"})
                 continue
