@@ -196,3 +196,17 @@ def test_synthetic_preview_batch_is_degraded_and_fixed(photos, tmp_path):
     again = preview_batch(config, run.trainer, data)
     np.testing.assert_array_equal(again[0], lq)
     np.testing.assert_array_equal(again[1], gt)
+
+
+def test_resuming_a_run_folder_of_another_stage_is_one_line_error(tmp_path, capsys):
+    """A stage-1 run folder reused for stage 2 (resume is the default): one line, exit code 1."""
+    from real_esrgan_tf import cli
+
+    model_dir = str(tmp_path / "run")
+    build_run(load_pipeline("smoke_cpu", OVERRIDES), model_dir).checkpoint.save()
+    stage2 = ['train.data="paired"', "losses.perceptual_weight=0.0"]
+    argv = ["real-esrgan-tf", "train", "--pipeline", "smoke_cpu", "--data", "x", "--model_dir", model_dir]
+    assert cli.main([*argv, *(a for o in stage2 for a in ("--set", o))]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ckpt-0 does not match this pipeline" in err[0], err
+    assert "use another --model_dir" in err[0]

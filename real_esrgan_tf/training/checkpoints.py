@@ -15,6 +15,10 @@ import tensorflow as tf
 from real_esrgan_tf.weights import save_generator
 
 
+class CheckpointError(RuntimeError):
+    """The newest checkpoint in the run folder does not belong to this pipeline (one line)."""
+
+
 class TrainingCheckpoint:
     def __init__(
         self,
@@ -54,7 +58,15 @@ class TrainingCheckpoint:
         path = self.manager.latest_checkpoint
         if path is None:
             return None
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            # A different stage, model size or precision: the first line of TF's message is enough.
+            reason = " ".join(str(e).split())[:200]
+            raise CheckpointError(
+                f"{path} does not match this pipeline ({reason}...); use another --model_dir "
+                "(or --noresume to start over there, replacing its checkpoints)"
+            ) from None
         return int(self.trainer.step.numpy())
 
     def save(self) -> str:

@@ -51,6 +51,7 @@ def run(fv: flags.FlagValues) -> int:
 
     from real_esrgan_tf.data import DataError
     from real_esrgan_tf.losses import VGGWeightsError
+    from real_esrgan_tf.training.checkpoints import CheckpointError
     from real_esrgan_tf.training.loop import InitError, build_run, train
     from real_esrgan_tf.training.strategy import StrategyError, make_strategy
     from real_esrgan_tf.weights import WeightsError
@@ -70,7 +71,7 @@ def run(fv: flags.FlagValues) -> int:
             deterministic=fv.deterministic,
             print_fn=lambda line: print(line, flush=True),
         )
-    except (StrategyError, VGGWeightsError, WeightsError, InitError, DataError) as e:
+    except (StrategyError, VGGWeightsError, WeightsError, InitError, DataError, CheckpointError) as e:
         print(f"real-esrgan-tf train: {e}", file=sys.stderr)
         return 1
     return 0
