@@ -53,7 +53,11 @@ def _png_bit_depth(data: bytes) -> int | None:
 
 
 def decode_image(data: bytes, path: str = "<bytes>") -> DecodedImage:
-    """Decodes PNG (8/16-bit), JPEG, WEBP, BMP, TIFF, GIF bytes to (H, W, C) uint8/uint16."""
+    """Decodes PNG (8/16-bit), JPEG, WEBP, BMP, TIFF, GIF bytes to (H, W, C) uint8/uint16.
+
+    Gray + alpha becomes RGBA (as cv2.IMREAD_UNCHANGED reads it, 8- and 16-bit), as does a PNG whose
+    tRNS chunk makes one colour transparent.
+    """
     if not data:
         raise ImageError(path, "empty file")
     if _png_bit_depth(data) == 16:
@@ -63,6 +67,8 @@ def decode_image(data: bytes, path: str = "<bytes>") -> DecodedImage:
             pixels = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
         except Exception as e:  # tf raises InvalidArgumentError with a long message
             raise ImageError(path, f"corrupt 16-bit PNG ({str(e).splitlines()[0][:120]})") from None
+        if pixels.shape[-1] == 2:  # gray + alpha
+            pixels = pixels[..., [0, 0, 0, 1]]
         return DecodedImage(pixels, "png", path)
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -83,12 +89,12 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
         if mode == "I" and arr.max(initial=0) <= 255:
             return arr.astype(np.uint8)[..., None]
         return np.clip(arr, 0, 65535).astype(np.uint16)[..., None]
+    if mode == "LA" or (mode in ("L", "RGB", "P") and "transparency" in im.info):
+        return np.asarray(im.convert("RGBA"))
     if mode in ("1", "L"):
         return np.asarray(im.convert("L"))[..., None]
-    if mode == "LA":
-        return np.asarray(im.convert("RGBA"))
     if mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        im = im.convert("RGB")
     elif mode not in ("RGB", "RGBA"):
         im = im.convert("RGBA" if "A" in mode else "RGB")
     return np.asarray(im)

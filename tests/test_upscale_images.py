@@ -1,0 +1,77 @@
+"""`real-esrgan-tf upscale` on the less common image files users have: gray + alpha, colour-key
+transparency, EXIF orientation, animations, outputs too large for WEBP/JPEG, odd flag values."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from real_esrgan_tf.cli import main
+from real_esrgan_tf.images import decode_image, read_image
+from real_esrgan_tf.models import SRVGGNetCompact
+from real_esrgan_tf.weights import save_generator
+
+
+def up2(pixels):
+    return np.repeat(np.repeat(pixels, 2, axis=0), 2, axis=1)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """An SRVGGNetCompact x2 with a zero last conv: exactly nearest-neighbour upsampling."""
+    model = SRVGGNetCompact(num_conv=0, num_feat=4, upscale=2)
+    last = model.get_layer("body_2")
+    last.kernel.assign(tf.zeros_like(last.kernel))
+    last.bias.assign(tf.zeros_like(last.bias))
+    path = tmp_path_factory.mktemp("model") / "nearest_x2.weights.h5"
+    save_generator(model, path)
+    return str(path)
+
+
+def upscale(*args):
+    return main(["real-esrgan-tf", "upscale", *args])
+
+
+def errors(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+
+
+def pil_bytes(im, fmt, **kwargs):
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- gray + alpha, tRNS
+def test_16bit_gray_alpha_png_is_upscaled_as_rgba(model_file, tmp_path, capsys, rng):
+    """cv2.IMREAD_UNCHANGED reads 8- and 16-bit gray + alpha as 4 channels; a 16-bit LA PNG used to
+    decode to 2 channels, which the Upscaler rejected."""
+    la = rng.integers(0, 65536, (5, 7, 2)).astype(np.uint16)
+    src = tmp_path / "la16.png"
+    src.write_bytes(tf.io.encode_png(la).numpy())
+    decoded = read_image(str(src)).pixels
+    assert decoded.dtype == np.uint16 and decoded.shape == (5, 7, 4)
+    np.testing.assert_array_equal(decoded, la[..., [0, 0, 0, 1]])
+    la8 = Image.fromarray((la // 257).astype(np.uint8), "LA")
+    assert decode_image(pil_bytes(la8, "PNG")).pixels.shape == (5, 7, 4)
+    out = tmp_path / "out"
+    assert upscale("--input", str(src), "--output", str(out), "--model", model_file) == 0, errors(capsys)
+    np.testing.assert_array_equal(read_image(str(out / "la16_out.png")).pixels, up2(la[..., [0, 0, 0, 1]]))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_png_colour_key_transparency_becomes_alpha(mode, rng):
+    """A tRNS chunk on an RGB (or gray) PNG makes one colour transparent: kept as alpha (cv2 does for
+    RGB), not dropped."""
+    pixels = rng.integers(1, 256, (4, 5, 3), dtype=np.uint8)
+    pixels[1, 2] = 0
+    im = Image.fromarray(pixels) if mode == "RGB" else Image.fromarray(pixels[..., 0], "L")
+    decoded = decode_image(pil_bytes(im, "PNG", transparency=(0, 0, 0) if mode == "RGB" else 0)).pixels
+    assert decoded.shape == (4, 5, 4)
+    expected_alpha = np.full((4, 5), 255, np.uint8)
+    expected_alpha[1, 2] = 0
+    np.testing.assert_array_equal(decoded[..., 3], expected_alpha)
+    expected_rgb = pixels if mode == "RGB" else np.repeat(pixels[..., :1], 3, axis=2)
+    np.testing.assert_array_equal(decoded[..., :3], expected_rgb)
