@@ -119,6 +119,17 @@ def test_stage1_is_l1_only_whatever_the_loss_weights():
     assert load_pipeline("realesrgan_x4plus").uses_perceptual
 
 
+def test_gt_size_must_fit_rrdbnet_pixel_unshuffle():
+    stage1 = 'train.stage="realesrnet"'
+    for scale, gt_size in ((2, 258), (1, 254)):
+        with pytest.raises(
+            ConfigError, match=rf"train.gt_size: {gt_size} must be a multiple of 4 for RRDBNet"
+        ):
+            load_pipeline("realesrnet_x4plus", [stage1, f"train.scale={scale}", f"train.gt_size={gt_size}"])
+    c = load_pipeline("realesrnet_x4plus", ["train.scale=2", "train.gt_size=260"])
+    assert c.degradation.gt_size == 260
+
+
 def test_monitoring_intervals_must_be_positive():
     for key in ("log_every_steps", "image_every_steps", "validation_every_steps", "validation_max_images"):
         with pytest.raises(ConfigError, match=rf"monitoring.{key}: must be positive, got 0"):

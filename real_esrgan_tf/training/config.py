@@ -159,6 +159,11 @@ class PipelineConfig:
             raise ConfigError(
                 f"train.gt_size: {t.gt_size} must be a multiple of scale (x 8 with the U-Net D)"
             )
+        if self.generator.arch is GeneratorArch.RRDBNET and t.scale < 4 and t.gt_size % 4:
+            # RRDBNet x2 / x1 fold the LQ by pixel-unshuffle 2 / 4 before conv_first.
+            raise ConfigError(
+                f"train.gt_size: {t.gt_size} must be a multiple of 4 for RRDBNet at scale {t.scale}"
+            )
         for key in ("batch_size_per_replica", "total_steps"):
             if getattr(t, key) <= 0:
                 raise ConfigError(f"train.{key}: must be positive, got {getattr(t, key)}")
