@@ -9,7 +9,12 @@ import tensorflow as tf
 
 from real_esrgan_tf import images
 from real_esrgan_tf.data import prepare as prep
-from real_esrgan_tf.data.dataset import DataError, make_record_dataset, make_train_dataset
+from real_esrgan_tf.data.dataset import (
+    DataError,
+    make_paired_dataset,
+    make_record_dataset,
+    make_train_dataset,
+)
 from real_esrgan_tf.data.records import build_example
 from tests.test_data_dataset import coordinate_image, crop_record, write_shard
 
@@ -122,3 +127,16 @@ def test_empty_file_pattern_or_shards_are_an_error(tmp_path):
     write_shard(tmp_path / "empty.tfrecord", [])
     with pytest.raises(DataError, match="empty.tfrecord: the shards hold no records"):
         make_train_dataset(str(tmp_path / "*.tfrecord"), 2, 16)
+
+
+def test_single_image_shards_given_to_the_paired_input_are_named(tmp_path, photos):
+    out, shards = _prepared(tmp_path, photos)
+    with pytest.raises(DataError, match=f"{shards[0]}: single-image shards .*prepare --gt DIR --lq DIR"):
+        make_paired_dataset(str(out / "*.tfrecord"), 2, 16, 4)
+    with pytest.raises(DataError, match="single-image shards"):
+        make_record_dataset(str(out / "*.tfrecord"), paired=True)
+    # without a manifest the records themselves say it
+    os.unlink(out / "manifest.json")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"record 0 .*lq/\* keys"):
+        for _ in make_record_dataset(shards[0], paired=True):
+            pass

@@ -59,21 +59,29 @@ def _manifest_entries(files: list[str]) -> dict[str, dict]:
             with tf.io.gfile.GFile(path) as f:
                 manifest = json.load(f)
             for shard in manifest["shards"]:
-                entries[os.path.join(folder, shard["file"])] = shard
+                entries[os.path.join(folder, shard["file"])] = dict(
+                    shard, paired=bool(manifest.get("paired")), manifest=path
+                )
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}: not a prepare manifest ({e})") from None
     return entries
 
 
 def check_shards(
-    files: list[str], verify_checksums: bool = True, skip_bad_records: bool = False
+    files: list[str], verify_checksums: bool = True, skip_bad_records: bool = False, paired: bool = False
 ) -> list[ShardFile]:
-    """Sizes (always) and SHA-256 (verify_checksums) against manifest.json where one exists."""
+    """Sizes (always) and SHA-256 (verify_checksums) against manifest.json where one exists; with
+    `paired`, shards that manifest.json says hold single images are an error."""
     entries = _manifest_entries(files)
     checked = []
     for f in files:
         size = tf.io.gfile.stat(f).length
         entry = entries.get(f)
+        if paired and entry is not None and not entry["paired"]:
+            raise DataError(
+                f"{f}: single-image shards ({entry['manifest']} is not paired); paired data needs "
+                "shards from `prepare --gt DIR --lq DIR`"
+            )
         problem = ""
         if entry is None:
             if entries:
@@ -397,7 +405,7 @@ def make_paired_dataset(
     """
     if gt_size is not None and gt_size % scale:
         raise ValueError(f"gt_size {gt_size} is not a multiple of scale {scale}")
-    shards = check_shards(list_shards(file_pattern), verify_checksums, skip_bad_records)
+    shards = check_shards(list_shards(file_pattern), verify_checksums, skip_bad_records, paired=True)
     num_pipelines, pipeline_id, by_file = _pipeline(input_context, len(shards))
     batch = (
         input_context.get_per_replica_batch_size(global_batch_size) if input_context else global_batch_size
@@ -474,7 +482,7 @@ def make_record_dataset(
 ) -> tf.data.Dataset:
     """Every record once, in shard order, unbatched: decoded float32 "image" (and "lq") [H, W, 3]
     plus the stored metadata ("image/source", "image/crop_box", ...) and "shard", "index"."""
-    shards = check_shards(list_shards(file_pattern), verify_checksums, skip_bad_records)
+    shards = check_shards(list_shards(file_pattern), verify_checksums, skip_bad_records, paired=paired)
     num_pipelines, pipeline_id, by_file = _pipeline(input_context, len(shards))
     if by_file and num_pipelines > 1:
         shards = shards[pipeline_id::num_pipelines]

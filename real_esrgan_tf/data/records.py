@@ -76,7 +76,9 @@ class RecordStatus(enum.IntEnum):
 
 
 STATUS_REASONS = {
-    RecordStatus.WRONG_SCHEMA: "does not match the record schema (missing or mistyped image/* keys)",
+    RecordStatus.WRONG_SCHEMA: (
+        "does not match the record schema (missing or mistyped image/* keys, or lq/* keys for pairs)"
+    ),
     RecordStatus.UNDECODABLE: "its PNG fails to decode",
     RecordStatus.SIZE_MISMATCH: "decoded size differs from image/height, image/width",
 }
