@@ -52,14 +52,45 @@ def _png_bit_depth(data: bytes) -> int | None:
     return struct.unpack(">B", data[24:25])[0]
 
 
-def decode_image(data: bytes, path: str = "<bytes>") -> DecodedImage:
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W, C) stored pixels -> as displayed, for an EXIF Orientation tag (1-8; others: unchanged).
+
+    The same transforms as `PIL.ImageOps.exif_transpose`.
+    """
+    if orientation == 2:
+        return pixels[:, ::-1]
+    if orientation == 3:
+        return pixels[::-1, ::-1]
+    if orientation == 4:
+        return pixels[::-1]
+    if orientation == 5:
+        return pixels.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(pixels, -1)
+    if orientation == 7:
+        return pixels[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(pixels, 1)
+    return pixels
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a malformed EXIF block must not make a readable image unreadable
+        return 1
+
+
+def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool = False) -> DecodedImage:
     """Decodes PNG (8/16-bit), JPEG, WEBP, BMP, TIFF, GIF bytes to (H, W, C) uint8/uint16.
 
     Gray + alpha becomes RGBA (as cv2.IMREAD_UNCHANGED reads it, 8- and 16-bit), as does a PNG whose
-    tRNS chunk makes one colour transparent.
+    tRNS chunk makes one colour transparent. exif_orientation: turn the pixels as the EXIF Orientation
+    tag says (as viewers show them); off by default, as the official cv2.IMREAD_UNCHANGED reads.
     """
     if not data:
         raise ImageError(path, "empty file")
+    orientation = 1
     if _png_bit_depth(data) == 16:
         import tensorflow as tf
 
@@ -69,16 +100,25 @@ def decode_image(data: bytes, path: str = "<bytes>") -> DecodedImage:
             raise ImageError(path, f"corrupt 16-bit PNG ({str(e).splitlines()[0][:120]})") from None
         if pixels.shape[-1] == 2:  # gray + alpha
             pixels = pixels[..., [0, 0, 0, 1]]
-        return DecodedImage(pixels, "png", path)
+        if exif_orientation and b"eXIf" in data:  # PNG's EXIF chunk (rare); spares a second decode
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    orientation = _exif_orientation(im)
+            except Exception:
+                pass
+        return DecodedImage(np.ascontiguousarray(apply_orientation(pixels, orientation)), "png", path)
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = (im.format or "").lower()
             im.load()
+            if exif_orientation:
+                orientation = _exif_orientation(im)
             pixels = _pil_to_array(im)
     except UnidentifiedImageError:
         raise ImageError(path, "not an image file (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"cannot decode ({e})") from None
+    pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
     return DecodedImage(pixels, "jpeg" if fmt == "jpg" else fmt, path)
 
 
@@ -100,14 +140,14 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
-def read_image(path: str) -> DecodedImage:
+def read_image(path: str, *, exif_orientation: bool = False) -> DecodedImage:
     """Reads a file; every failure is an ImageError naming the file and the reason."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise ImageError(path, e.strerror or str(e)) from None
-    return decode_image(data, path)
+    return decode_image(data, path, exif_orientation=exif_orientation)
 
 
 def encode_image(pixels: np.ndarray, fmt: str, quality: int = 95) -> bytes:

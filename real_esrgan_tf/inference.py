@@ -634,7 +634,7 @@ def run(fv) -> int:
     failures = 0
     for path in tqdm(inputs, desc="images", unit="img", disable=len(inputs) < 2):
         try:
-            image = read_image(path)
+            image = read_image(path, exif_orientation=True)  # outputs carry no EXIF
             has_alpha = image.channels == 4 and upscaler.options.alpha is not AlphaMode.NONE
             target = output_path(path, fv.output, fv.ext, fv.suffix, has_alpha)
             real_target = os.path.realpath(target)

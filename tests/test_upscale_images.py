@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
 from real_esrgan_tf.cli import main
 from real_esrgan_tf.images import decode_image, read_image
@@ -75,3 +75,34 @@ def test_png_colour_key_transparency_becomes_alpha(mode, rng):
     np.testing.assert_array_equal(decoded[..., 3], expected_alpha)
     expected_rgb = pixels if mode == "RGB" else np.repeat(pixels[..., :1], 3, axis=2)
     np.testing.assert_array_equal(decoded[..., :3], expected_rgb)
+
+
+# ---------------------------------------------------------------------------- EXIF orientation
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_as_pillow_exif_transpose(orientation, rng):
+    pixels = rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    im = Image.fromarray(pixels)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    data = pil_bytes(im, "PNG", exif=exif)  # lossless, so pixels compare exactly
+    with Image.open(io.BytesIO(data)) as shown:
+        expected = np.asarray(ImageOps.exif_transpose(shown).convert("RGB"))
+    np.testing.assert_array_equal(decode_image(data, exif_orientation=True).pixels, expected)
+    np.testing.assert_array_equal(decode_image(data).pixels, pixels)  # off by default: stored pixels
+
+
+def test_upscale_writes_phone_photos_the_way_up_viewers_show_them(model_file, tmp_path, capsys, rng):
+    """A camera JPEG stored landscape with Orientation 6 (rotate 90 cw) is shown portrait; outputs carry no
+    EXIF, so the output pixels must be turned (official cv2.IMREAD_UNCHANGED ignores the tag and writes
+    the picture on its side)."""
+    im = Image.fromarray(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    src = tmp_path / "phone.jpg"
+    src.write_bytes(pil_bytes(im, "JPEG", exif=exif, quality=95))
+    out = tmp_path / "out"
+    assert upscale("--input", str(src), "--output", str(out), "--model", model_file, "--ext", "png") == 0
+    with Image.open(src) as shown:
+        upright = np.asarray(ImageOps.exif_transpose(shown))
+    assert upright.shape == (12, 8, 3)
+    np.testing.assert_array_equal(read_image(str(out / "phone_out.png")).pixels, up2(upright))
