@@ -130,6 +130,23 @@ def test_gt_size_must_fit_rrdbnet_pixel_unshuffle():
     assert c.degradation.gt_size == 260
 
 
+def test_learning_rate_schedule_matches_basicsr_multistep():
+    """BasicSR: iteration k (1-based) runs at gamma ** #{milestones <= k - 1} (MultiStepLR stepped
+    before every iteration but the first); a repeated milestone decays twice (Counter)."""
+    from real_esrgan_tf.training.loop import make_optimizer
+
+    config = load_pipeline("realesrnet_x4plus", ["optimizer.g_lr=1.0", "optimizer.milestones=[3, 5, 5]"])
+    optimizer = make_optimizer(config, "g")
+    optimizer.build([keras.Variable(0.0)])
+    rates = []
+    for k in range(1, 9):
+        optimizer.iterations.assign(k - 1)  # what Keras' iterations reads during iteration k
+        rates.append(float(optimizer.learning_rate))
+    assert rates == [1.0, 1.0, 1.0, 0.5, 0.5, 0.125, 0.125, 0.125]
+    with pytest.raises(ConfigError, match=r"optimizer.milestones: \(0,\) must be iterations >= 1"):
+        load_pipeline("realesrnet_x4plus", ["optimizer.milestones=[0]"])
+
+
 def test_monitoring_intervals_must_be_positive():
     for key in ("log_every_steps", "image_every_steps", "validation_every_steps", "validation_max_images"):
         with pytest.raises(ConfigError, match=rf"monitoring.{key}: must be positive, got 0"):

@@ -179,6 +179,8 @@ class PipelineConfig:
             raise ConfigError(f"train.crop_size: {t.crop_size} is smaller than train.gt_size {t.gt_size}")
         if list(self.optimizer.milestones) != sorted(self.optimizer.milestones):
             raise ConfigError(f"optimizer.milestones: {self.optimizer.milestones} is not increasing")
+        if any(m < 1 for m in self.optimizer.milestones):
+            raise ConfigError(f"optimizer.milestones: {self.optimizer.milestones} must be iterations >= 1")
         for key in ("every_steps", "keep_checkpoint_max"):
             if getattr(self.checkpoint, key) <= 0:
                 raise ConfigError(f"checkpoint.{key}: must be positive")

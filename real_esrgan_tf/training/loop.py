@@ -238,8 +238,12 @@ def make_optimizer(config: PipelineConfig, which: str):
     lr = o.g_lr if which == "g" else o.d_lr
     schedule = lr
     if o.milestones:
+        # BasicSR steps MultiStepLR before every iteration but the first, so iteration k (1-based)
+        # runs at gamma ** #{milestones <= k - 1}. Keras evaluates the schedule at `iterations` = k - 1
+        # and PiecewiseConstantDecay switches *after* a boundary: boundary = milestone - 1.
         values = [lr * o.gamma**i for i in range(len(o.milestones) + 1)]
-        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(list(o.milestones), values)
+        boundaries = [m - 1 for m in o.milestones]
+        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     optimizer = keras.optimizers.Adam(schedule, beta_1=o.beta_1, beta_2=o.beta_2, name=f"{which}_adam")
     if config.train.precision is Precision.MIXED_FLOAT16:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{which}_loss_scale")
