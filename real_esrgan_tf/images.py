@@ -35,6 +35,7 @@ class DecodedImage:
     pixels: np.ndarray
     format: str
     path: str = ""
+    frames: int = 1  # an animated GIF/WEBP/PNG has more; `pixels` is its first frame
 
     @property
     def bit_depth(self) -> int:
@@ -110,6 +111,8 @@ def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool =
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = (im.format or "").lower()
+            # MPO (camera JPEGs) holds extra preview/depth pictures, not frames of an animation
+            frames = 1 if fmt == "mpo" else int(getattr(im, "n_frames", 1) or 1)
             im.load()
             if exif_orientation:
                 orientation = _exif_orientation(im)
@@ -119,7 +122,7 @@ def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool =
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"cannot decode ({e})") from None
     pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
-    return DecodedImage(pixels, "jpeg" if fmt == "jpg" else fmt, path)
+    return DecodedImage(pixels, "jpeg" if fmt == "jpg" else fmt, path, frames)
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:

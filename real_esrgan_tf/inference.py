@@ -520,6 +520,12 @@ def _error(message: str) -> None:
     tqdm.write(f"real-esrgan-tf upscale: error: {message}", file=sys.stderr)
 
 
+def _warn(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"real-esrgan-tf upscale: warning: {message}", file=sys.stderr)
+
+
 def _list_inputs(path: str) -> list[str]:
     if os.path.isfile(path):
         return [path]
@@ -643,6 +649,8 @@ def run(fv) -> int:
                     f"{path}: output {target} would overwrite an input; change --suffix or --output")
             if real_target in written:
                 raise _UserError(f"{path}: output {target} already written from {written[real_target]}")
+            if image.frames > 1:
+                _warn(f"{path}: {image.frames} frames (animated); only the first is upscaled")
             result = upscaler.upscale(image.pixels)
             write_image(target, result)
             written[real_target] = path

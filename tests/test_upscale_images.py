@@ -106,3 +106,19 @@ def test_upscale_writes_phone_photos_the_way_up_viewers_show_them(model_file, tm
         upright = np.asarray(ImageOps.exif_transpose(shown))
     assert upright.shape == (12, 8, 3)
     np.testing.assert_array_equal(read_image(str(out / "phone_out.png")).pixels, up2(upright))
+
+
+# ---------------------------------------------------------------------------- animations
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_animated_image_upscales_the_first_frame_with_a_warning(fmt, model_file, tmp_path, capsys):
+    frames = [Image.fromarray(np.full((4, 6, 3), 40 + 80 * i, np.uint8)) for i in range(3)]
+    src = tmp_path / f"anim.{fmt.lower()}"
+    lossless = {"lossless": True} if fmt == "WEBP" else {}
+    frames[0].save(src, fmt, save_all=True, append_images=frames[1:], **lossless)
+    assert read_image(str(src)).frames == 3
+    out = tmp_path / "out"
+    assert upscale("--input", str(src), "--output", str(out), "--model", model_file, "--ext", "png") == 0
+    err = capsys.readouterr().err
+    assert f"warning: {src}: 3 frames (animated); only the first is upscaled" in err, err
+    first = np.full((8, 12, 3), 40, np.uint8)
+    np.testing.assert_array_equal(read_image(str(out / "anim_out.png")).pixels, first)
