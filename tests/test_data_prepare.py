@@ -363,3 +363,16 @@ def test_paired_names_shared_by_several_files_are_skipped_not_guessed(tmp_path, 
     assert "LQ name shared with a.png" in reasons["a.bmp"]
     records = _records(str(tmp_path / "out" / "*.tfrecord"), paired=True)
     assert [r["image/source"] for r in records] == [b"b.png"] and manifest["total_records"] == 1
+
+
+def test_an_image_over_pillows_pixel_limit_is_skipped_not_fatal(tmp_path, photos, monkeypatch):
+    src = tmp_path / "src"
+    os.makedirs(src)
+    images.write_image(str(src / "huge.png"), photos["coffee"][:40, :40])  # "huge" for the limit below
+    images.write_image(str(src / "ok.png"), photos["coffee"][:8, :8])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # error above 2 x 500 pixels, as 179 MP by default
+    config = prep.PrepareConfig(inputs=(str(src),), crop=0)
+    manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
+    assert [s["path"] for s in manifest["skipped"]] == ["huge.png"]
+    assert "too large for Pillow" in manifest["skipped"][0]["reason"]
+    assert manifest["total_records"] == 1

@@ -149,7 +149,9 @@ def _header_size(path: str) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except OSError as e:
+    except Image.DecompressionBombError as e:  # not an OSError: it would end the whole run
+        raise images.ImageError(path, f"too large for Pillow ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise images.ImageError(path, f"not a readable image ({e})") from None
     if h <= 0 or w <= 0:
         raise images.ImageError(path, "empty image")
