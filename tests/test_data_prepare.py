@@ -376,3 +376,14 @@ def test_an_image_over_pillows_pixel_limit_is_skipped_not_fatal(tmp_path, photos
     assert [s["path"] for s in manifest["skipped"]] == ["huge.png"]
     assert "too large for Pillow" in manifest["skipped"][0]["reason"]
     assert manifest["total_records"] == 1
+
+
+def test_symlinked_sub_folders_are_read_once(tmp_path, photos):
+    for d in ("div2k", "flickr2k", "df2k"):
+        os.makedirs(tmp_path / d)
+    images.write_image(str(tmp_path / "div2k" / "a.png"), photos["coffee"][:8, :8])
+    images.write_image(str(tmp_path / "flickr2k" / "b.png"), photos["chelsea"][:8, :8])
+    os.symlink(tmp_path / "div2k", tmp_path / "df2k" / "div2k")
+    os.symlink(tmp_path / "flickr2k", tmp_path / "df2k" / "flickr2k")
+    os.symlink(tmp_path / "df2k", tmp_path / "flickr2k" / "loop")  # a link back up must not loop
+    assert prep._list_images(str(tmp_path / "df2k")) == ["div2k/a.png", "flickr2k/b.png"]

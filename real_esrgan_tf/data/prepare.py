@@ -136,7 +136,15 @@ def _list_images(root: str) -> list[str]:
     if not os.path.isdir(root):
         raise PrepareError(f"{root}: not a folder")
     found = []
-    for folder, dirs, files in os.walk(root):
+    seen = set()
+    # symlinked sub-folders are followed (DF2K is often DIV2K + Flickr2K linked into one folder),
+    # each real folder once, so a link back up cannot loop
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
