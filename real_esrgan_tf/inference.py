@@ -342,6 +342,13 @@ class Upscaler:
             raise ValueError("TTA transposes tiles and needs a square fixed input size")
 
     # ------------------------------------------------------------------ public API
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of `upscale`'s result for an input of that size."""
+        outscale = self.options.outscale
+        if outscale is None or outscale == self.scale:
+            return height * self.scale, width * self.scale
+        return max(1, int(height * outscale)), max(1, int(width * outscale))  # official: int() truncates
+
     def upscale(self, pixels: np.ndarray) -> np.ndarray:
         """(H, W[, C]) uint8/uint16 -> (H*outscale, W*outscale[, C']) of the same dtype.
 
@@ -367,10 +374,9 @@ class Upscaler:
             self.precision = Precision.FP32
             self.backend = KerasSuperResolver(self._model, Precision.FP32, self.options.jit_compile)
             self._upscale_into(pixels, max_value, out, keep_alpha)
-        outscale = self.options.outscale
-        if outscale is not None and outscale != self.scale:
-            size = (max(1, int(w * outscale)), max(1, int(h * outscale)))  # official: int() truncates
-            out = resize_planes(out, size)
+        out_h, out_w = self.output_size(h, w)
+        if (out_h, out_w) != out.shape[:2]:
+            out = resize_planes(out, (out_w, out_h))
         return out[..., 0] if squeeze else out
 
     # ------------------------------------------------------------------ internals
@@ -602,11 +608,22 @@ def _default_outscale(weights, spec: str) -> float | None:
     return None if info is None else float(info.outscale)
 
 
-def output_path(input_path: str, folder: str, ext: str, suffix: str, has_alpha: bool) -> str:
-    """Official naming: {stem}_{suffix}.{ext}; ext auto keeps the input's; RGBA forces PNG."""
+# Largest side each format can store (libwebp: 16383, libjpeg: 65500); PNG's limit is 2**31 - 1.
+MAX_SIDE = {"webp": 16383, "jpg": 65500, "jpeg": 65500}
+
+
+def output_path(
+    input_path: str, folder: str, ext: str, suffix: str, has_alpha: bool, size: tuple[int, int] | None = None
+) -> str:
+    """Official naming: {stem}_{suffix}.{ext}; ext auto keeps the input's; RGBA forces PNG, and so does
+    an output `size` (height, width) larger than the format can hold."""
     stem, in_ext = os.path.splitext(os.path.basename(input_path))
     extension = in_ext.lstrip(".").lower() if ext == "auto" else ext
     if extension not in _WRITABLE or (has_alpha and extension in ("jpg", "jpeg")):
+        extension = "png"
+    if size is not None and max(size) > MAX_SIDE.get(extension, 2**31 - 1):
+        _warn(f"{input_path}: the {size[1]}x{size[0]} output is too large for {extension.upper()} "
+              f"(max side {MAX_SIDE[extension]}); writing PNG")
         extension = "png"
     name = f"{stem}_{suffix}" if suffix else stem
     return os.path.join(folder, f"{name}.{extension}")
@@ -642,7 +659,8 @@ def run(fv) -> int:
         try:
             image = read_image(path, exif_orientation=True)  # outputs carry no EXIF
             has_alpha = image.channels == 4 and upscaler.options.alpha is not AlphaMode.NONE
-            target = output_path(path, fv.output, fv.ext, fv.suffix, has_alpha)
+            size = upscaler.output_size(*image.pixels.shape[:2])
+            target = output_path(path, fv.output, fv.ext, fv.suffix, has_alpha, size)
             real_target = os.path.realpath(target)
             if real_target in input_real:
                 raise _UserError(

@@ -2,6 +2,7 @@
 transparency, EXIF orientation, animations, outputs too large for WEBP/JPEG, odd flag values."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -122,3 +123,27 @@ def test_animated_image_upscales_the_first_frame_with_a_warning(fmt, model_file,
     assert f"warning: {src}: 3 frames (animated); only the first is upscaled" in err, err
     first = np.full((8, 12, 3), 40, np.uint8)
     np.testing.assert_array_equal(read_image(str(out / "anim_out.png")).pixels, first)
+
+
+# ---------------------------------------------------------------------------- output size limits
+def test_output_too_large_for_webp_is_written_as_png(model_file, tmp_path, capsys):
+    """WEBP stores at most 16383 px a side: the encoder failed after the whole upscale was done."""
+    tall = np.tile(np.arange(8200, dtype=np.uint16)[:, None, None] % 251, (1, 2, 3)).astype(np.uint8)
+    src = tmp_path / "tall.webp"
+    src.write_bytes(pil_bytes(Image.fromarray(tall), "WEBP", lossless=True))
+    out = tmp_path / "out"
+    code = upscale("--input", str(src), "--output", str(out), "--model", model_file, "--tile", "4096")
+    err = capsys.readouterr().err
+    assert code == 0 and "error:" not in err, err
+    assert f"{src}: the 4x16400 output is too large for WEBP (max side 16383); writing PNG" in err, err
+    np.testing.assert_array_equal(read_image(str(out / "tall_out.png")).pixels, up2(tall))
+
+
+def test_output_path_falls_back_to_png_only_over_the_format_limit():
+    from real_esrgan_tf.inference import output_path
+
+    assert output_path("a.jpg", "o", "auto", "out", False, (65500, 10)) == os.path.join("o", "a_out.jpg")
+    assert output_path("a.jpg", "o", "auto", "out", False, (10, 65501)) == os.path.join("o", "a_out.png")
+    assert output_path("a.png", "o", "jpg", "out", False, (65501, 1)) == os.path.join("o", "a_out.png")
+    assert output_path("a.png", "o", "webp", "x", False, (16383, 16383)) == os.path.join("o", "a_x.webp")
+    assert output_path("a.png", "o", "png", "out", False, (10**6, 1)) == os.path.join("o", "a_out.png")
