@@ -230,8 +230,8 @@ class UpscaleOptions:
     def __post_init__(self):
         if self.tile < 0 or self.tile_pad < 0 or self.pre_pad < 0:
             raise ValueError("tile, tile_pad and pre_pad must be >= 0")
-        if self.outscale is not None and not self.outscale > 0:
-            raise ValueError(f"outscale must be > 0, got {self.outscale}")
+        if self.outscale is not None and not 0 < self.outscale < float("inf"):
+            raise ValueError(f"outscale must be a finite number > 0, got {self.outscale}")
 
 
 def _value_range(pixels: np.ndarray) -> tuple[float, np.dtype]:
@@ -641,10 +641,10 @@ def run(fv) -> int:
         inputs = _list_inputs(fv.input)
         _prepare_output(fv.output)
         model, default_outscale = load_model(fv)
+        outscale = default_outscale if fv.outscale is None else fv.outscale  # --outscale 0 is an error
         upscaler = Upscaler(
             model, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=fv.precision,
-            tta=fv.tta, alpha=fv.alpha, outscale=fv.outscale or default_outscale, jit_compile=fv.xla,
-            progress=True,
+            tta=fv.tta, alpha=fv.alpha, outscale=outscale, jit_compile=fv.xla, progress=True,
         )
     except (_UserError, ValueError, TypeError) as e:
         _error(str(e))

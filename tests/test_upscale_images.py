@@ -147,3 +147,26 @@ def test_output_path_falls_back_to_png_only_over_the_format_limit():
     assert output_path("a.png", "o", "jpg", "out", False, (65501, 1)) == os.path.join("o", "a_out.png")
     assert output_path("a.png", "o", "webp", "x", False, (16383, 16383)) == os.path.join("o", "a_x.webp")
     assert output_path("a.png", "o", "png", "out", False, (10**6, 1)) == os.path.join("o", "a_out.png")
+
+
+# ---------------------------------------------------------------------------- flag values
+@pytest.mark.parametrize("outscale", ["0", "-2", "inf", "nan"])
+def test_bad_outscale_is_one_line_before_any_work(outscale, model_file, tmp_path, capsys, rng):
+    """--outscale 0 used to be taken as 'not given' (silently the net's scale), inf to fail per image."""
+    src = tmp_path / "a.png"
+    src.write_bytes(pil_bytes(Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)), "PNG"))
+    out = tmp_path / "out"
+    code = upscale("--input", str(src), "--output", str(out), "--model", model_file, "--outscale", outscale)
+    lines = errors(capsys)
+    assert code == 1 and len(lines) == 1 and "outscale must be a finite number > 0" in lines[0], lines
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("outscale, size", [(0.5, (2, 2)), (0.26, (1, 1)), (1.0, (4, 5))])
+def test_outscale_below_one_shrinks(outscale, size, model_file, tmp_path, capsys, rng):
+    src = tmp_path / "a.png"
+    src.write_bytes(pil_bytes(Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)), "PNG"))
+    out = tmp_path / "out"
+    code = upscale("--input", str(src), "--output", str(out), "--model", model_file, f"--outscale={outscale}")
+    assert code == 0, errors(capsys)
+    assert read_image(str(out / "a_out.png")).pixels.shape == (*size, 3)
