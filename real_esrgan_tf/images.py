@@ -187,7 +187,8 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int = 95) -> bytes:
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Writes via a temp file in the same folder and an atomic rename."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    # The temp name is hidden and short: a target name near NAME_MAX (255 bytes) must still work.
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path)[-32:], dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -170,3 +170,16 @@ def test_outscale_below_one_shrinks(outscale, size, model_file, tmp_path, capsys
     code = upscale("--input", str(src), "--output", str(out), "--model", model_file, f"--outscale={outscale}")
     assert code == 0, errors(capsys)
     assert read_image(str(out / "a_out.png")).pixels.shape == (*size, 3)
+
+
+def test_long_file_names_up_to_the_filesystem_limit(model_file, tmp_path, capsys, rng):
+    """The temp file of the atomic write was '.tmp-XXXXXXXX' + the whole output name: 13 bytes over
+    NAME_MAX for an output name that is itself fine."""
+    stem = "p" * (255 - len("_out.png"))
+    src = tmp_path / "in" / f"{stem}.png"
+    src.parent.mkdir()
+    src.write_bytes(pil_bytes(Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)), "PNG"))
+    out = tmp_path / "out"
+    code = upscale("--input", str(src.parent), "--output", str(out), "--model", model_file)
+    assert code == 0, errors(capsys)
+    assert os.listdir(out) == [f"{stem}_out.png"]
