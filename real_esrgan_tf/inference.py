@@ -536,7 +536,10 @@ def _list_inputs(path: str) -> list[str]:
     if os.path.isfile(path):
         return [path]
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+        try:
+            names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+        except OSError as e:
+            raise _UserError(f"{path}: cannot list the folder ({e.strerror or e})") from None
         return [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
     raise _UserError(f"{path}: no such file or folder")
 

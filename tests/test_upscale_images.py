@@ -183,3 +183,21 @@ def test_long_file_names_up_to_the_filesystem_limit(model_file, tmp_path, capsys
     code = upscale("--input", str(src.parent), "--output", str(out), "--model", model_file)
     assert code == 0, errors(capsys)
     assert os.listdir(out) == [f"{stem}_out.png"]
+
+
+def test_unreadable_input_folder_is_one_line(model_file, tmp_path, capsys, monkeypatch):
+    """os.listdir's PermissionError (a folder without r permission, for a non-root user) was a traceback."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    listdir = os.listdir
+
+    def refuse(path="."):
+        if os.fspath(path) == str(folder):
+            raise PermissionError(13, "Permission denied", str(folder))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", refuse)
+    code = upscale("--input", str(folder), "--output", str(tmp_path / "out"), "--model", model_file)
+    lines = errors(capsys)
+    assert code == 1 and len(lines) == 1, lines
+    assert f"{folder}: cannot list the folder (Permission denied)" in lines[0]
