@@ -140,3 +140,23 @@ def test_single_image_shards_given_to_the_paired_input_are_named(tmp_path, photo
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"record 0 .*lq/\* keys"):
         for _ in make_record_dataset(shards[0], paired=True):
             pass
+
+
+def test_each_input_pipeline_checks_only_the_shards_it_reads(tmp_path, photos):
+    out, shards = _prepared(tmp_path, photos)
+    with open(shards[1], "r+b") as f:  # same size, other bytes
+        f.seek(40)
+        f.write(b"\xff\xfe")
+
+    def make(pid):
+        ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid, num_replicas_in_sync=2)
+        return make_train_dataset(str(out / "*.tfrecord"), 4, 16, input_context=ctx, seed=1)
+
+    assert next(iter(make(0)))["gt"].shape == (2, 16, 16, 3)  # shard 0 only: no need to hash shard 1
+    with pytest.raises(DataError, match=f"{shards[1]}: SHA-256 differs"):
+        make(1)
+    # a pipeline whose shards hold nothing is an error, not an endless loop
+    empty = write_shard(tmp_path / "z-empty.tfrecord", [])
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
+    with pytest.raises(DataError, match="input pipeline 1 of 2 gets only empty shards"):
+        make_train_dataset([shards[0], empty], 4, 16, input_context=ctx, seed=1)

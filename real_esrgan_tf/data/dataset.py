@@ -68,10 +68,16 @@ def _manifest_entries(files: list[str]) -> dict[str, dict]:
 
 
 def check_shards(
-    files: list[str], verify_checksums: bool = True, skip_bad_records: bool = False, paired: bool = False
+    files: list[str],
+    verify_checksums: bool = True,
+    skip_bad_records: bool = False,
+    paired: bool = False,
+    read: Sequence[str] | None = None,
 ) -> list[ShardFile]:
     """Sizes (always) and SHA-256 (verify_checksums) against manifest.json where one exists; with
-    `paired`, shards that manifest.json says hold single images are an error."""
+    `paired`, shards that manifest.json says hold single images are an error. Only the shards in
+    `read` (default all) are hashed: an input pipeline need not read the other pipelines' shards."""
+    read = set(files if read is None else read)
     entries = _manifest_entries(files)
     checked = []
     for f in files:
@@ -88,7 +94,7 @@ def check_shards(
                 logging.warning("%s: not listed in %s; records are checked one by one", f, MANIFEST_NAME)
         elif size != entry["bytes"]:
             problem = f"size {size} differs from {entry['bytes']} in {MANIFEST_NAME} (truncated or replaced)"
-        elif verify_checksums and sha256_file(f) != entry["sha256"]:
+        elif verify_checksums and f in read and sha256_file(f) != entry["sha256"]:
             problem = f"SHA-256 differs from the one in {MANIFEST_NAME} (corrupt or replaced)"
         if problem:
             if not skip_bad_records:
@@ -298,6 +304,22 @@ def _records_per_step(input_context, batch: int) -> int:
     return batch * max(1, input_context.num_replicas_in_sync // input_context.num_input_pipelines)
 
 
+def _pipeline_shards(file_pattern, input_context, verify_checksums, skip_bad_records, paired):
+    """(this input pipeline's checked shards, number of pipelines, pipeline id, split by file?)."""
+    files = list_shards(file_pattern)
+    num_pipelines, pipeline_id, by_file = _pipeline(input_context, len(files))
+    mine = files[pipeline_id::num_pipelines] if by_file and num_pipelines > 1 else files
+    shards = check_shards(files, verify_checksums, skip_bad_records, paired=paired, read=mine)
+    keep = set(mine)
+    shards = [s for s in shards if s.path in keep]
+    if all(s.size == 0 for s in shards):  # a repeated dataset without elements would spin forever
+        raise DataError(
+            f"{shards[0].path}{' ...' if len(shards) > 1 else ''}: input pipeline {pipeline_id} of "
+            f"{num_pipelines} gets only empty shards"
+        )
+    return shards, num_pipelines, pipeline_id, by_file
+
+
 def _options(deterministic: bool) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = deterministic
@@ -328,8 +350,9 @@ def make_train_dataset(
     Crops smaller than gt_size are reflect-padded (bottom/right, as the official crop_pad_size
     step). The official recipe crops 400 (its crop_pad_size) here and 256 after the degradation.
     """
-    shards = check_shards(list_shards(file_pattern), verify_checksums, skip_bad_records)
-    num_pipelines, pipeline_id, by_file = _pipeline(input_context, len(shards))
+    shards, num_pipelines, pipeline_id, by_file = _pipeline_shards(
+        file_pattern, input_context, verify_checksums, skip_bad_records, False
+    )
     batch = (
         input_context.get_per_replica_batch_size(global_batch_size) if input_context else global_batch_size
     )
@@ -338,8 +361,6 @@ def make_train_dataset(
             raise ValueError("deterministic=True needs a seed")
         seed = secrets.randbelow(2**31)
         logging.info("train dataset seed: %d", seed)
-    if by_file and num_pipelines > 1:
-        shards = shards[pipeline_id::num_pipelines]
     records = _records(
         shards,
         shuffle=True,
@@ -405,8 +426,9 @@ def make_paired_dataset(
     """
     if gt_size is not None and gt_size % scale:
         raise ValueError(f"gt_size {gt_size} is not a multiple of scale {scale}")
-    shards = check_shards(list_shards(file_pattern), verify_checksums, skip_bad_records, paired=True)
-    num_pipelines, pipeline_id, by_file = _pipeline(input_context, len(shards))
+    shards, num_pipelines, pipeline_id, by_file = _pipeline_shards(
+        file_pattern, input_context, verify_checksums, skip_bad_records, True
+    )
     batch = (
         input_context.get_per_replica_batch_size(global_batch_size) if input_context else global_batch_size
     )
@@ -414,8 +436,6 @@ def make_paired_dataset(
         if deterministic:
             raise ValueError("deterministic=True needs a seed")
         seed = secrets.randbelow(2**31)
-    if by_file and num_pipelines > 1:
-        shards = shards[pipeline_id::num_pipelines]
     records = _records(
         shards,
         shuffle=shuffle,
@@ -482,10 +502,9 @@ def make_record_dataset(
 ) -> tf.data.Dataset:
     """Every record once, in shard order, unbatched: decoded float32 "image" (and "lq") [H, W, 3]
     plus the stored metadata ("image/source", "image/crop_box", ...) and "shard", "index"."""
-    shards = check_shards(list_shards(file_pattern), verify_checksums, skip_bad_records, paired=paired)
-    num_pipelines, pipeline_id, by_file = _pipeline(input_context, len(shards))
-    if by_file and num_pipelines > 1:
-        shards = shards[pipeline_id::num_pipelines]
+    shards, num_pipelines, pipeline_id, by_file = _pipeline_shards(
+        file_pattern, input_context, verify_checksums, skip_bad_records, paired
+    )
     records = _records(
         shards,
         shuffle=False,
