@@ -201,3 +201,22 @@ def test_unreadable_input_folder_is_one_line(model_file, tmp_path, capsys, monke
     lines = errors(capsys)
     assert code == 1 and len(lines) == 1, lines
     assert f"{folder}: cannot list the folder (Permission denied)" in lines[0]
+
+
+def test_exif_orientation_of_a_16bit_png(rng):
+    """16-bit colour PNGs are decoded by TensorFlow; the Orientation tag still comes from the eXIf chunk."""
+    import struct
+    import zlib
+
+    pixels = rng.integers(0, 65536, (3, 5, 3)).astype(np.uint16)
+    png = tf.io.encode_png(pixels).numpy()
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    body = exif.tobytes()
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + body) & 0xFFFFFFFF)
+    data = png[:33] + chunk + png[33:]  # right after IHDR (8-byte signature + 25-byte IHDR chunk)
+    decoded = decode_image(data, exif_orientation=True).pixels
+    assert decoded.dtype == np.uint16
+    np.testing.assert_array_equal(decoded, np.rot90(pixels, 1))  # 8: rotate 90 ccw to display
+    np.testing.assert_array_equal(decode_image(data).pixels, pixels)
