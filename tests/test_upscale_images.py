@@ -220,3 +220,21 @@ def test_exif_orientation_of_a_16bit_png(rng):
     assert decoded.dtype == np.uint16
     np.testing.assert_array_equal(decoded, np.rot90(pixels, 1))  # 8: rotate 90 ccw to display
     np.testing.assert_array_equal(decode_image(data).pixels, pixels)
+
+
+def test_folder_skips_sub_folders_and_hidden_files(model_file, tmp_path, capsys, rng):
+    folder = tmp_path / "in"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "nested.png").mkdir()  # a folder named like an image
+    png = pil_bytes(Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)), "PNG")
+    for name in ["a.png", "nested/b.png", ".hidden.png", ".tmp-k2j3-a_out.png"]:
+        (folder / name).write_bytes(png)
+    out = tmp_path / "out"
+    code = upscale("--input", str(folder), "--output", str(out), "--model", model_file)
+    assert code == 0 and errors(capsys) == []
+    assert os.listdir(out) == ["a_out.png"]
+    only_sub_folders = tmp_path / "empty"
+    (only_sub_folders / "sub").mkdir(parents=True)
+    code = upscale("--input", str(only_sub_folders), "--output", str(out), "--model", model_file)
+    lines = errors(capsys)
+    assert code == 1 and len(lines) == 1 and "no files in the folder" in lines[0], lines
