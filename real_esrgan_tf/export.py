@@ -107,13 +107,21 @@ class SuperResolutionModule(tf.Module):
         return tf.cast(self.generator(lr, training=False), tf.float32)
 
     def _pad_to_multiple(self, image):
-        """Reflect-pads H and W ([B, H, W, C]) up to self.multiple, as the official mod_pad."""
+        """Reflect-pads H and W ([B, H, W, C]) up to self.multiple, as the official mod_pad.
+
+        As a gather of reflected indices, repeated like numpy's "reflect" (what `Upscaler` uses):
+        MirrorPad refuses a pad longer than side - 1, e.g. a 1-pixel row for the x2 model.
+        """
         if self.multiple == 1:
             return image
+
+        def reflected(size):  # indices [0, size rounded up to the multiple)
+            period = tf.maximum(2 * (size - 1), 1)
+            steps = tf.range(size + (-size) % self.multiple) % period
+            return tf.where(steps < size, steps, period - steps)
+
         shape = tf.shape(image)
-        pad_h = (-shape[1]) % self.multiple
-        pad_w = (-shape[2]) % self.multiple
-        return tf.pad(image, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
+        return tf.gather(tf.gather(image, reflected(shape[1]), axis=1), reflected(shape[2]), axis=2)
 
     def _serving_default(self, lr):
         shape = tf.shape(lr)

@@ -166,6 +166,23 @@ def test_upscale_image_formats(exported, rrdb_x2, photos):
     np.testing.assert_allclose(deep_out, Upscaler(rrdb_x2).upscale(deep), atol=2)
 
 
+def test_images_of_one_pixel_side_are_mod_padded_like_upscale(exported, rrdb_x2, rng):
+    """x2 unshuffles 2x2 blocks: a 1-pixel side needs a reflect pad longer than the side itself,
+    which MirrorPad refuses; numpy (and `upscale`) repeat the reflection."""
+    _, loaded = exported
+    for h, w in [(1, 5), (3, 1), (1, 1)]:
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        png = loaded.upscale_image(image=tf.constant(encode(pixels, "PNG")))["png_bytes"].numpy()
+        served = decode_png(png)
+        expected = Upscaler(rrdb_x2).upscale(pixels)
+        assert served.shape == expected.shape == (2 * h, 2 * w, 3)
+        assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
+    lr = rng.random((2, 1, 3, 3), dtype=np.float32)
+    sr = loaded.signatures["serving_default"](lr=tf.constant(lr))["sr"].numpy()
+    expected = rrdb_x2(np.pad(lr, [(0, 0), (0, 1), (0, 1), (0, 0)], mode="reflect")).numpy()[:, :2, :6]
+    np.testing.assert_allclose(sr, expected, atol=1e-5)
+
+
 def test_upscale_image_outscale_resizes_like_upscale(exported, rrdb_x2, photos):
     _, loaded = exported
     pixels = photos["coffee"][100:133, 200:241]  # 33 x 41
