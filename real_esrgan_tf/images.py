@@ -12,6 +12,7 @@ import io
 import os
 import struct
 import tempfile
+import zlib
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -36,6 +37,7 @@ class DecodedImage:
     format: str
     path: str = ""
     frames: int = 1  # an animated GIF/WEBP/PNG has more; `pixels` is its first frame
+    icc_profile: bytes | None = None  # the embedded colour profile when it fits `pixels` (RGB or gray)
 
     @property
     def bit_depth(self) -> int:
@@ -75,6 +77,19 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels
 
 
+def icc_fits(profile: bytes | None, channels: int) -> bool:
+    """An ICC profile describes pixels of `channels` channels: 'RGB ' for 3/4, 'GRAY' for 1 (a CMYK
+    JPEG's profile does not describe the RGB it is converted to)."""
+    if not profile or len(profile) < 128:
+        return False
+    return profile[16:20] == (b"GRAY" if channels == 1 else b"RGB ")
+
+
+def _icc_of(im: Image.Image, channels: int) -> bytes | None:
+    profile = im.info.get("icc_profile")
+    return profile if isinstance(profile, bytes) and icc_fits(profile, channels) else None
+
+
 def _exif_orientation(im: Image.Image) -> int:
     try:
         return int(im.getexif().get(0x0112, 1))
@@ -91,7 +106,7 @@ def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool =
     """
     if not data:
         raise ImageError(path, "empty file")
-    orientation = 1
+    orientation, icc = 1, None
     if _png_bit_depth(data) == 16:
         import tensorflow as tf
 
@@ -101,13 +116,16 @@ def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool =
             raise ImageError(path, f"corrupt 16-bit PNG ({str(e).splitlines()[0][:120]})") from None
         if pixels.shape[-1] == 2:  # gray + alpha
             pixels = pixels[..., [0, 0, 0, 1]]
-        if exif_orientation and b"eXIf" in data:  # PNG's EXIF chunk (rare); spares a second decode
+        if (exif_orientation and b"eXIf" in data) or b"iCCP" in data:  # spares a second decode if not
             try:
                 with Image.open(io.BytesIO(data)) as im:
-                    orientation = _exif_orientation(im)
+                    icc = _icc_of(im, pixels.shape[-1])  # iCCP comes before the pixels: no decode
+                    if exif_orientation and b"eXIf" in data:
+                        orientation = _exif_orientation(im)
             except Exception:
                 pass
-        return DecodedImage(np.ascontiguousarray(apply_orientation(pixels, orientation)), "png", path)
+        pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
+        return DecodedImage(pixels, "png", path, icc_profile=icc)
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = (im.format or "").lower()
@@ -117,12 +135,13 @@ def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool =
             if exif_orientation:
                 orientation = _exif_orientation(im)
             pixels = _pil_to_array(im)
+            icc = _icc_of(im, pixels.shape[-1])
     except UnidentifiedImageError:
         raise ImageError(path, "not an image file (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"cannot decode ({e})") from None
     pixels = np.ascontiguousarray(apply_orientation(pixels, orientation))
-    return DecodedImage(pixels, "jpeg" if fmt == "jpg" else fmt, path, frames)
+    return DecodedImage(pixels, "jpeg" if fmt == "jpg" else fmt, path, frames, icc)
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -153,15 +172,28 @@ def read_image(path: str, *, exif_orientation: bool = False) -> DecodedImage:
     return decode_image(data, path, exif_orientation=exif_orientation)
 
 
-def encode_image(pixels: np.ndarray, fmt: str, quality: int = 95) -> bytes:
-    """(H, W, C) uint8/uint16 -> file bytes. 16-bit is kept for PNG only."""
+def _png_with_icc(png: bytes, profile: bytes) -> bytes:
+    """Inserts an iCCP chunk after IHDR (8-byte signature + 25-byte IHDR chunk)."""
+    body = b"icc\0\0" + zlib.compress(profile)  # name, NUL, compression method 0 (deflate)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
+    return png[:33] + chunk + png[33:]
+
+
+def encode_image(pixels: np.ndarray, fmt: str, quality: int = 95, icc_profile: bytes | None = None) -> bytes:
+    """(H, W, C) uint8/uint16 -> file bytes. 16-bit is kept for PNG only.
+
+    icc_profile: embedded in PNG, JPEG and WEBP when it fits the pixels (`icc_fits`), else left out.
+    """
     fmt = fmt.lower()
     if pixels.ndim == 2:
         pixels = pixels[..., None]
+    if not icc_fits(icc_profile, pixels.shape[-1]):
+        icc_profile = None
     if fmt == "png" and pixels.dtype == np.uint16:
         import tensorflow as tf
 
-        return tf.io.encode_png(pixels).numpy()
+        png = tf.io.encode_png(pixels).numpy()
+        return _png_with_icc(png, icc_profile) if icc_profile else png
     if pixels.dtype == np.uint16:
         pixels = (pixels.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
     if pixels.shape[-1] == 1:
@@ -169,14 +201,15 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int = 95) -> bytes:
     else:
         im = Image.fromarray(pixels, "RGBA" if pixels.shape[-1] == 4 else "RGB")
     buf = io.BytesIO()
+    icc = {"icc_profile": icc_profile} if icc_profile else {}
     if fmt in ("jpg", "jpeg"):
         if im.mode == "RGBA":
             im = im.convert("RGB")
-        im.save(buf, "JPEG", quality=quality)
+        im.save(buf, "JPEG", quality=quality, **icc)
     elif fmt == "webp":
-        im.save(buf, "WEBP", quality=quality)
+        im.save(buf, "WEBP", quality=quality, **icc)
     elif fmt == "png":
-        im.save(buf, "PNG")
+        im.save(buf, "PNG", **icc)
     elif fmt == "bmp":
         im.save(buf, "BMP")
     else:
@@ -204,10 +237,12 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         raise
 
 
-def write_image(path: str, pixels: np.ndarray, fmt: str | None = None, quality: int = 95) -> None:
+def write_image(
+    path: str, pixels: np.ndarray, fmt: str | None = None, quality: int = 95, icc_profile: bytes | None = None
+) -> None:
     """Encodes and writes atomically; the format defaults to the file's extension."""
     fmt = fmt or os.path.splitext(path)[1].lstrip(".") or "png"
     try:
-        write_bytes_atomic(path, encode_image(pixels, fmt, quality))
+        write_bytes_atomic(path, encode_image(pixels, fmt, quality, icc_profile))
     except OSError as e:
         raise ImageError(path, f"cannot write ({e.strerror or e})") from None

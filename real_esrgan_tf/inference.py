@@ -673,7 +673,7 @@ def run(fv) -> int:
             if image.frames > 1:
                 _warn(f"{path}: {image.frames} frames (animated); only the first is upscaled")
             result = upscaler.upscale(image.pixels)
-            write_image(target, result)
+            write_image(target, result, icc_profile=image.icc_profile)  # e.g. Display P3 photos
             written[real_target] = path
         except (ImageError, _UserError) as e:
             _error(str(e))

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from real_esrgan_tf.cli import main
-from real_esrgan_tf.images import decode_image, read_image
+from real_esrgan_tf.images import decode_image, encode_image, read_image
 from real_esrgan_tf.models import SRVGGNetCompact
 from real_esrgan_tf.weights import save_generator
 
@@ -238,3 +238,61 @@ def test_folder_skips_sub_folders_and_hidden_files(model_file, tmp_path, capsys,
     code = upscale("--input", str(only_sub_folders), "--output", str(out), "--model", model_file)
     lines = errors(capsys)
     assert code == 1 and len(lines) == 1 and "no files in the folder" in lines[0], lines
+
+
+# ---------------------------------------------------------------------------- colour profiles
+def _profile(space):
+    from PIL import ImageCms
+
+    if space == "GRAY":  # Pillow makes no gray profile: relabel an sRGB one (only the header is read)
+        rgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        return rgb[:16] + b"GRAY" + rgb[20:]
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile(space)).tobytes()
+
+
+@pytest.mark.parametrize("fmt, mode, ext", [
+    ("PNG", "RGB", "auto"), ("JPEG", "RGB", "auto"), ("WEBP", "RGBA", "auto"), ("PNG", "L", "png"),
+    ("JPEG", "RGB", "webp"),
+])
+def test_colour_profile_is_kept(fmt, mode, ext, model_file, tmp_path, capsys, rng):
+    """A Display P3 / Adobe RGB photo's pixels mean other colours than sRGB: without its ICC profile
+    the output looked washed out in colour-managed viewers."""
+    profile = _profile("GRAY" if mode == "L" else "sRGB")
+    pixels = rng.integers(0, 256, (4, 6, len(mode)), dtype=np.uint8)
+    src = tmp_path / f"p.{fmt.lower()}"
+    src.write_bytes(pil_bytes(Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode), fmt,
+                              icc_profile=profile))
+    assert read_image(str(src)).icc_profile == profile
+    out = tmp_path / "out"
+    code = upscale("--input", str(src), "--output", str(out), "--model", model_file, "--ext", ext)
+    assert code == 0, errors(capsys)
+    (name,) = os.listdir(out)
+    with Image.open(out / name) as im:
+        assert im.info.get("icc_profile") == profile
+
+
+def test_colour_profile_of_16bit_png_is_kept(model_file, tmp_path, capsys, rng):
+    profile = _profile("sRGB")
+    pixels = rng.integers(0, 65536, (3, 4, 3)).astype(np.uint16)
+    src = tmp_path / "deep.png"
+    src.write_bytes(encode_image(pixels, "png", icc_profile=profile))
+    assert read_image(str(src)).icc_profile == profile
+    out = tmp_path / "out"
+    assert upscale("--input", str(src), "--output", str(out), "--model", model_file) == 0, errors(capsys)
+    result = read_image(str(out / "deep_out.png"))
+    np.testing.assert_array_equal(result.pixels, up2(pixels))
+    assert result.icc_profile == profile
+
+
+def test_colour_profile_that_does_not_fit_is_dropped(rng):
+    """A CMYK JPEG's profile describes CMYK, not the RGB it is converted to; a gray profile does not
+    describe RGBA (gray + alpha)."""
+    cmyk = Image.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)).convert("CMYK")
+    fake_cmyk = _profile("sRGB")[:16] + b"CMYK" + _profile("sRGB")[20:]
+    decoded = decode_image(pil_bytes(cmyk, "JPEG", icc_profile=fake_cmyk))
+    assert decoded.channels == 3 and decoded.icc_profile is None
+    la = Image.fromarray(rng.integers(0, 256, (4, 6, 2), dtype=np.uint8), "LA")
+    decoded = decode_image(pil_bytes(la, "PNG", icc_profile=_profile("GRAY")))
+    assert decoded.channels == 4 and decoded.icc_profile is None
+    rgb = encode_image(rng.integers(0, 256, (4, 6, 1), dtype=np.uint8), "png", icc_profile=_profile("sRGB"))
+    assert decode_image(rgb).icc_profile is None
