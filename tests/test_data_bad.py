@@ -160,3 +160,12 @@ def test_each_input_pipeline_checks_only_the_shards_it_reads(tmp_path, photos):
     ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
     with pytest.raises(DataError, match="input pipeline 1 of 2 gets only empty shards"):
         make_train_dataset([shards[0], empty], 4, 16, input_context=ctx, seed=1)
+
+
+def test_a_prepare_output_folder_stands_for_its_shards(tmp_path, photos):
+    out, shards = _prepared(tmp_path, photos)
+    for folder in (str(out), str(out) + "/"):
+        records = list(make_record_dataset(folder))  # not "corrupt or truncated shard" on a folder
+        assert sorted({r["shard"].numpy().decode() for r in records}) == shards
+    with pytest.raises(DataError, match="matches no files"):
+        make_train_dataset(str(tmp_path / "src"), 2, 16)  # a folder without shards

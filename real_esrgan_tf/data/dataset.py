@@ -24,7 +24,13 @@ import tensorflow as tf
 from absl import logging
 
 from real_esrgan_tf.data.prepare import sha256_file
-from real_esrgan_tf.data.records import MANIFEST_NAME, RecordStatus, parse_record, status_message
+from real_esrgan_tf.data.records import (
+    MANIFEST_NAME,
+    SHARD_SUFFIX,
+    RecordStatus,
+    parse_record,
+    status_message,
+)
 
 AUTOTUNE = tf.data.AUTOTUNE
 _TFRECORD_OVERHEAD = 16  # bytes per record besides the payload: length, 2 CRCs
@@ -41,8 +47,10 @@ class ShardFile:
 
 
 def list_shards(file_pattern: str | Sequence[str]) -> list[str]:
-    """Sorted files matching the pattern(s); no match is an error, not an empty dataset."""
+    """Sorted files matching the pattern(s); a folder (`prepare --output`) stands for its shards.
+    No match is an error, not an empty dataset."""
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    patterns = [os.path.join(p, "*" + SHARD_SUFFIX) if p and tf.io.gfile.isdir(p) else p for p in patterns]
     files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
     if not files:
         raise DataError(f"{', '.join(patterns) or '<no pattern>'}: matches no files")
