@@ -246,8 +246,15 @@ class SuperResolutionModule(tf.Module):
         alpha = tf.cond(has_alpha, upscale_alpha, lambda: tf.zeros_like(color[:, :, :0]))
         out = tf.concat([color, alpha], axis=-1)  # [H*s, W*s, C], integer values as float
 
-        out_h = tf.maximum(1, tf.cast(tf.cast(height, tf.float32) * outscale, tf.int32))  # int() truncates
-        out_w = tf.maximum(1, tf.cast(tf.cast(width, tf.float32) * outscale, tf.int32))
+        # Official size: int(h * outscale) in float64 with the outscale the user typed. The signature's
+        # float32 turns 2.12 into 2.1199999, so back to 6 decimals first, then multiply in float64
+        # (float32 products round 25 * 1.16 up to 29.0; Python gives 28).
+        outscale64 = tf.round(tf.cast(outscale, tf.float64) * 1e6) / 1e6
+
+        def scaled(size):
+            return tf.maximum(1, tf.cast(tf.cast(size, tf.float64) * outscale64, tf.int32))  # int() truncates
+
+        out_h, out_w = scaled(height), scaled(width)
         needs_resize = tf.logical_and(
             tf.not_equal(outscale, float(self.scale)),
             tf.logical_or(tf.not_equal(out_h, height * self.scale), tf.not_equal(out_w, width * self.scale)),

@@ -195,6 +195,16 @@ def test_upscale_image_outscale_resizes_like_upscale(exported, rrdb_x2, photos):
         assert psnr(out, expected, 255) > 40  # TF's and Pillow's Lanczos-3 differ in rounding only
 
 
+def test_outscale_output_size_is_the_official_int_of_the_product(exported, rrdb_x2, rng):
+    """int(25 * 1.16) is 28 in Python (float64); in float32 the product rounds up to 29.0."""
+    _, loaded = exported
+    pixels = rng.integers(0, 256, (25, 6, 3), dtype=np.uint8)
+    for outscale in (1.16, 2.12):
+        out = decode_png(loaded.upscale_image(image=tf.constant(encode(pixels, "PNG")),
+                                              outscale=tf.constant(outscale))["png_bytes"].numpy())
+        assert out.shape == Upscaler(rrdb_x2, outscale=outscale).upscale(pixels).shape, outscale
+
+
 def test_upscale_image_rejects_bad_input(exported):
     _, loaded = exported
     with pytest.raises(tf.errors.InvalidArgumentError):
