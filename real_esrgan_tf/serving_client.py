@@ -214,12 +214,20 @@ def run(fv) -> int:
     except (ServingError, OSError) as e:
         print(f"real-esrgan-tf client: {e}", file=sys.stderr)
         return 1
+    inputs = {os.path.realpath(src) for src, _ in jobs}
+    written: dict[str, str] = {}
     for src, dst in jobs:
         try:
+            real_dst = os.path.realpath(dst)
+            if real_dst in inputs:
+                raise ServingError(f"output {dst} would overwrite an input; change --output")
+            if real_dst in written:  # photo.jpg and photo.png both give photo_out.png
+                raise ServingError(f"output {dst} already written from {written[real_dst]}")
             with open(src, "rb") as f:
                 data = f.read()
             png = upscale_bytes(target, data, outscale=fv.outscale, rest=fv.rest)
             _write_result(png, dst)
+            written[real_dst] = src
             print(dst)
         except ServingError as e:
             print(f"real-esrgan-tf client: {src}: {e}", file=sys.stderr)

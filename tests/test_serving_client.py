@@ -265,3 +265,25 @@ def test_models_config_example_parses_as_model_server_config():
     assert names == ["realesr-animevideov3", "realesrgan-x4plus"]
     assert all(c.model_platform == "tensorflow" and c.base_path == f"/models/{c.name}"
                for c in config.model_config_list.config)
+
+
+def test_client_never_overwrites_an_input_or_an_earlier_result(grpc_server, photo_jpeg, tmp_path, closed_port,
+                                                               capsys):
+    src = tmp_path / "cat.png"
+    Image.open(io.BytesIO(photo_jpeg)).save(src)
+    original = src.read_bytes()
+    assert cli.main(["real-esrgan-tf", "client", f"--server={closed_port}", f"--model={MODEL}",
+                     f"--input={src}", f"--output={src}"]) == 1
+    assert src.read_bytes() == original
+    assert "would overwrite an input" in capsys.readouterr().err
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(photo_jpeg)
+    (folder / "cat.png").write_bytes(original)  # both map to cat_out.png
+    out = tmp_path / "out"
+    assert cli.main(["real-esrgan-tf", "client", f"--server={grpc_server}", f"--model={MODEL}",
+                     f"--input={folder}", f"--output={out}"]) == 1
+    first = (out / "cat_out.png").read_bytes()
+    assert first == serving_client.upscale_bytes(ServingTarget(grpc_server, MODEL), photo_jpeg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cat.png" in err[0] and "already written from" in err[0]
