@@ -217,6 +217,44 @@ def _state(trainer):
     return values
 
 
+def _marking_degrader(gt, kernels, seed):
+    """lq = area x4; gt_usm marked as 0.5 * gt, standing for 'sharpened before the crop'."""
+    lq, _, _ = _area_degrader(gt, kernels, seed)
+    return lq, gt, 0.5 * gt
+
+
+@pytest.mark.parametrize("pool_size", [0, 4])
+def test_stage1_pools_the_gt_sharpened_before_the_crop_and_stage2_resharpens(pool_size):
+    """RealESRNetModel: gt = usm(gt) first, that is cropped, pooled and the L1 target; RealESRGANModel
+    pools the plain gt and sharpens the pooled crop."""
+    batches = [_synthetic_batch(i) for i in range(3)]
+    outs = {}
+    for stage1 in (True, False):
+        pool = TrainingPairPool(pool_size, (8, 8, 3), (32, 32, 3), 2) if pool_size else None
+        trainer = _tiny_trainer(discriminator=False, pool=pool, degrader=_marking_degrader)
+        trainer.pool_sharpened_gt = stage1
+        outs[stage1] = [trainer.prepare_batch(b) for b in batches]
+    inputs = {img.tobytes() for b in batches for img in b["gt"].numpy()}  # per-sample GTs fed in
+    for _lq, gt, gt_usm in outs[True]:
+        np.testing.assert_array_equal(gt.numpy(), gt_usm.numpy())
+        # every returned GT is half of an input GT: the marked (sharpened) one went through the pool
+        assert all((2 * g).tobytes() in inputs for g in gt.numpy())
+    for _lq, gt, gt_usm in outs[False]:
+        assert all(g.tobytes() in inputs for g in gt.numpy())
+        np.testing.assert_allclose(gt_usm.numpy(), USMSharp()(gt).numpy(), atol=1e-6)
+    # the runs pair the same LQs with their GTs in both modes
+    for (lq1, gt1, _), (lq2, gt2, _) in zip(outs[True], outs[False], strict=True):
+        np.testing.assert_array_equal(lq1.numpy(), lq2.numpy())
+        np.testing.assert_allclose(2 * gt1.numpy(), gt2.numpy(), atol=1e-6)
+
+
+def test_build_run_pools_sharpened_gt_in_stage1_only(tmp_path):
+    for stage, expected in (("realesrnet", True), ("realesrgan", False)):
+        overrides = [f'train.stage="{stage}"', "losses.perceptual_layer_weights={conv1_2 = 0.1}"]
+        config = load_pipeline("smoke_cpu", overrides)
+        assert build_run(config, str(tmp_path / stage)).trainer.pool_sharpened_gt is expected
+
+
 def test_checkpoint_resume_continues_bit_for_bit(tmp_path):
     """3 steps, save, 3 more -> final. Restore (state == saved, step 3), replay the 3 batches -> final."""
     batches = [_synthetic_batch(i) for i in range(6)]

@@ -15,7 +15,7 @@ from absl import logging
 from real_esrgan_tf import degradations, losses
 from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN
 from real_esrgan_tf.training import checkpoints, monitoring
-from real_esrgan_tf.training.config import DataKind, GeneratorArch, PipelineConfig, Precision, XlaScope
+from real_esrgan_tf.training.config import DataKind, GeneratorArch, PipelineConfig, Precision, Stage, XlaScope
 from real_esrgan_tf.training.strategy import is_chief, make_train_function, worker_id
 from real_esrgan_tf.training.trainer import KERNEL_KEYS, LossWeights, RealESRGANTrainer, clone_generator
 from real_esrgan_tf.weights import load_generator
@@ -212,6 +212,7 @@ def build_run(
             ema_decay=t.ema_decay,
             ema_generator=ema,
             seed=t.seed,
+            pool_sharpened_gt=t.stage is Stage.REALESRNET,
         )
         trainer.compile(
             make_optimizer(config, "g"),

@@ -61,6 +61,7 @@ class RealESRGANTrainer(keras.Model):
         ema_decay: float = 0.999,
         ema_generator: keras.Model | None = None,
         seed: int = 0,
+        pool_sharpened_gt: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -74,6 +75,10 @@ class RealESRGANTrainer(keras.Model):
         self._sharpener = sharpener
         self.loss_weights = loss_weights
         self.ema_decay = float(ema_decay)
+        # RealESRNet (official `gt_usm: true` in RealESRNetModel) replaces the GT by its sharpened
+        # version before degrading, then crops and pools that: its L1 target is the sharpened full
+        # crop, cropped. RealESRGANModel pools the plain GT and sharpens the pooled crop again.
+        self.pool_sharpened_gt = bool(pool_sharpened_gt)
         # Iteration counter and RNG seed: the only RNG state (all randomness is stateless-seeded
         # from (seed, step, replica)), so a checkpoint of both resumes the same random stream.
         self.step = keras.Variable(
@@ -137,9 +142,15 @@ class RealESRGANTrainer(keras.Model):
                 raise ValueError("synthetic batches (gt + kernels) need a degrader")
             degrade_seed, pool_seed = self._replica_seeds(2)
             lq, gt, gt_usm = self._degrader(gt, {k: batch[k] for k in KERNEL_KEYS}, degrade_seed)
-            if self.pool is not None:
-                lq, gt = self.pool(lq, gt, pool_seed)
-                # The pool swapped GT images: sharpen the GT that is actually used (official order).
+            if self.pool_sharpened_gt:
+                gt = gt_usm
+                if self.pool is not None:
+                    lq, gt = self.pool(lq, gt, pool_seed)
+                gt_usm = gt
+            else:
+                if self.pool is not None:
+                    lq, gt = self.pool(lq, gt, pool_seed)
+                # Sharpen the (pooled) GT crop that is actually used, as RealESRGANModel does.
                 gt_usm = self._sharpener(gt) if self._sharpener is not None else gt
         return tf.stop_gradient(lq), tf.stop_gradient(gt), tf.stop_gradient(gt_usm)
 
