@@ -408,6 +408,23 @@ def test_psnr_ssim_y_match_skimage(photos):
     assert monitoring.psnr_y(gt, gt, 4) == float("inf")
 
 
+@pytest.mark.parametrize("scale, lq_size", [(2, (9, 11)), (1, (14, 17)), (4, (7, 9))])
+def test_validation_pads_odd_sizes_for_the_unshuffle_nets(scale, lq_size):
+    """x2 / x1 RRDBNet on an LQ whose sides are not multiples of 2 / 4 (it used to crash)."""
+    keras.utils.set_random_seed(0)
+    g = RRDBNet(scale=scale, num_feat=8, num_block=1, num_grow_ch=4)
+    rng = np.random.default_rng(scale)
+    lq = rng.uniform(size=(1, *lq_size, 3)).astype("float32")
+    gt = rng.uniform(size=(1, lq_size[0] * scale, lq_size[1] * scale, 3)).astype("float32")
+    data = tf.data.Dataset.from_tensors({"lq": lq, "gt": gt})
+    scores = monitoring.validate(g, data, scale, max_images=1)
+    factor = 4 // scale
+    pads = [(0, 0), (0, -lq_size[0] % factor), (0, -lq_size[1] % factor), (0, 0)]
+    padded = np.pad(lq, pads, mode="reflect")
+    sr = np.clip(g(padded).numpy()[0, : gt.shape[1], : gt.shape[2]], 0, 1)
+    assert scores["val_psnr_y"] == pytest.approx(monitoring.psnr_y(sr, gt[0], scale), rel=1e-6)
+
+
 def test_progress_line_eta():
     times = iter([0.0, 10.0])
     progress = monitoring.ProgressLine(total_steps=100, start_step=0, clock=lambda: next(times))

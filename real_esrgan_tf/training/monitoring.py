@@ -40,11 +40,30 @@ def ssim_y(sr, gt, crop_border: int) -> float:
     return float(value[0])
 
 
+def _unshuffle_factor(generator) -> int:
+    """RRDBNet x2 / x1 fold the input by pixel-unshuffle 2 / 4: its sides must be multiples of that."""
+    try:
+        return int(generator.get_layer("pixel_unshuffle").scale)
+    except ValueError:
+        return 1
+
+
 def validate(generator, dataset, scale: int, max_images: int) -> dict[str, float]:
-    """Mean Y-channel PSNR/SSIM of `generator` over paired batches {"lq", "gt"} (batch 1, any size)."""
+    """Mean Y-channel PSNR/SSIM of `generator` over paired batches {"lq", "gt"} (batch 1, any size).
+
+    LQ sides that the x2/x1 RRDBNet cannot unshuffle are reflect-padded at the bottom/right and the
+    SR cropped back, as the official RealESRGANer's mod padding does.
+    """
+    factor = _unshuffle_factor(generator)
     psnrs, ssims = [], []
     for batch in dataset.take(max_images):
-        sr = np.clip(generator(batch["lq"], training=False).numpy().astype(np.float32), 0.0, 1.0)
+        lq = batch["lq"]
+        h, w = int(lq.shape[1]), int(lq.shape[2])
+        pad_h, pad_w = -h % factor, -w % factor
+        if pad_h or pad_w:
+            lq = tf.pad(lq, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
+        sr = generator(lq, training=False).numpy()[:, : h * scale, : w * scale]
+        sr = np.clip(sr.astype(np.float32), 0.0, 1.0)
         for s, g in zip(sr, batch["gt"].numpy(), strict=True):
             psnrs.append(psnr_y(s, g, scale))
             ssims.append(ssim_y(s, g, scale))
