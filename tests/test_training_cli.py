@@ -210,3 +210,20 @@ def test_resuming_a_run_folder_of_another_stage_is_one_line_error(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ckpt-0 does not match this pipeline" in err[0], err
     assert "use another --model_dir" in err[0]
+
+
+def test_only_the_chief_validates(paired_shards, tmp_path, monkeypatch):
+    """Validation runs the EMA generator over the whole validation set: non-chief workers skip it."""
+    from real_esrgan_tf.training import loop
+
+    lines = {}
+    for chief in (True, False):
+        monkeypatch.setattr(loop, "is_chief", lambda strategy, chief=chief: chief)
+        overrides = [*OVERRIDES, f'monitoring.validation_data="{paired_shards}"',
+                     "monitoring.validation_every_steps=1", "monitoring.validation_max_images=1"]
+        model_dir = str(tmp_path / f"chief_{chief}")
+        run = build_run(load_pipeline("smoke_cpu", overrides), model_dir)
+        lines[chief] = []
+        train(run, paired_shards, model_dir, max_steps=1, print_fn=lines[chief].append)
+    assert any("val_psnr_y" in line for line in lines[True]), lines[True]
+    assert not any("val_psnr_y" in line for line in lines[False]), lines[False]

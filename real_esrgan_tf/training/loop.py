@@ -332,7 +332,7 @@ def train(
         model_dir if chief else os.path.join(model_dir, "logs", ".worker")
     )
     validation = None
-    if mon.validation_data:
+    if mon.validation_data and chief:  # only the chief writes summaries: others would validate in vain
         from real_esrgan_tf.data import make_paired_dataset
 
         validation = make_paired_dataset(
