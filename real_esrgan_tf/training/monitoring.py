@@ -57,11 +57,10 @@ def validate(generator, dataset, scale: int, max_images: int) -> dict[str, float
     factor = _unshuffle_factor(generator)
     psnrs, ssims = [], []
     for batch in dataset.take(max_images):
-        lq = batch["lq"]
-        h, w = int(lq.shape[1]), int(lq.shape[2])
-        pad_h, pad_w = -h % factor, -w % factor
-        if pad_h or pad_w:
-            lq = tf.pad(lq, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
+        lq = batch["lq"].numpy()
+        h, w = lq.shape[1:3]
+        if h % factor or w % factor:  # numpy's reflect repeats itself: any side, even 1 pixel, works
+            lq = np.pad(lq, [(0, 0), (0, -h % factor), (0, -w % factor), (0, 0)], mode="reflect")
         sr = generator(lq, training=False).numpy()[:, : h * scale, : w * scale]
         sr = np.clip(sr.astype(np.float32), 0.0, 1.0)
         for s, g in zip(sr, batch["gt"].numpy(), strict=True):
