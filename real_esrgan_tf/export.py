@@ -28,6 +28,9 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 
+from real_esrgan_tf.models.layers import input_multiple
+from real_esrgan_tf.tiling import round_up
+
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # ITU-R BT.601 luma, as cv2.COLOR_RGB2GRAY: how the official code turns an RGB result back to gray.
 _LUMA = (0.299, 0.587, 0.114)
@@ -62,17 +65,6 @@ def generator_scale(generator) -> int:
     return int(scale)
 
 
-def input_multiple(generator) -> int:
-    """H and W must be multiples of this: RRDBNet x2/x1 pixel-unshuffle the input by 2/4 first."""
-    if any(layer.name == "pixel_unshuffle" for layer in generator.layers):
-        return 4 // generator_scale(generator)
-    return 1
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
 class SuperResolutionModule(tf.Module):
     """What TensorFlow Serving loads: the generator's variables plus the two serving functions."""
 
@@ -82,8 +74,8 @@ class SuperResolutionModule(tf.Module):
         self.scale = generator_scale(generator)
         self.multiple = input_multiple(generator)
         # Tiles and their context are whole multiples, so every tile stays a valid network input.
-        self.tile = _round_up(config.tile, self.multiple) if config.tile > 0 else 0
-        self.tile_pad = _round_up(config.tile_pad, self.multiple)
+        self.tile = round_up(config.tile, self.multiple) if config.tile > 0 else 0
+        self.tile_pad = round_up(config.tile_pad, self.multiple)
         self.serving_default = tf.function(
             self._serving_default,
             input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="lr")],

@@ -57,6 +57,14 @@ class PixelUnshuffle(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
+def input_multiple(model) -> int:
+    """Input H and W must be multiples of this: the pixel-unshuffle factor (RRDBNet x2: 2, x1: 4), else 1."""
+    for layer in model.layers:
+        if isinstance(layer, PixelUnshuffle):
+            return layer.scale
+    return 1
+
+
 @keras.saving.register_keras_serializable(package="real_esrgan_tf")
 class PixelShuffle(keras.layers.Layer):
     """(B, H, W, C*s*s) -> (B, H*s, W*s, C), TensorFlow channel order."""

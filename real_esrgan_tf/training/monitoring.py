@@ -13,6 +13,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from real_esrgan_tf.models.layers import input_multiple
+
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
 
 
@@ -40,21 +42,13 @@ def ssim_y(sr, gt, crop_border: int) -> float:
     return float(value[0])
 
 
-def _unshuffle_factor(generator) -> int:
-    """RRDBNet x2 / x1 fold the input by pixel-unshuffle 2 / 4: its sides must be multiples of that."""
-    try:
-        return int(generator.get_layer("pixel_unshuffle").scale)
-    except ValueError:
-        return 1
-
-
 def validate(generator, dataset, scale: int, max_images: int) -> dict[str, float]:
     """Mean Y-channel PSNR/SSIM of `generator` over paired batches {"lq", "gt"} (batch 1, any size).
 
     LQ sides that the x2/x1 RRDBNet cannot unshuffle are reflect-padded at the bottom/right and the
     SR cropped back, as the official RealESRGANer's mod padding does.
     """
-    factor = _unshuffle_factor(generator)
+    factor = input_multiple(generator)  # RRDBNet x2 / x1: 2 / 4
     psnrs, ssims = [], []
     for batch in dataset.take(max_images):
         lq = batch["lq"].numpy()
