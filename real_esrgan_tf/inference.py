@@ -21,7 +21,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from real_esrgan_tf.tiling import plan_tiles, round_up
+from real_esrgan_tf.tiling import plan_tiles, round_up, scale_alignment
 
 # ITU-R BT.601 luma, as cv2.COLOR_BGR2GRAY which the official code uses for gray and alpha outputs.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -334,8 +334,7 @@ class Upscaler:
             self.backend = model
         self.scale = int(self.backend.scale)
         self.precision = self.options.precision
-        # The x2 / x1 RRDBNet pixel-unshuffle by 2 / 4 (official mod padding).
-        self.align = {2: 2, 1: 4}.get(self.scale, 1)
+        self.align = scale_alignment(self.scale)  # official mod padding
         self.tile = self.options.tile  # shrinks after a ResourceExhaustedError, for later images too
         input_size = getattr(self.backend, "input_size", None)
         if input_size is not None and self.options.tta and input_size[0] != input_size[1]:

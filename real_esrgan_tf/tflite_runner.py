@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from real_esrgan_tf.tiling import scale_alignment
+
 
 def _interpreter_module():
     try:
@@ -106,7 +108,7 @@ class TFLiteGenerator:
         # The x2 / x1 RRDBNet pixel-unshuffle 2x2 / 4x4 blocks first (as `inference.Upscaler`): windows
         # must start on block boundaries to see the blocks of the whole image, so the image is
         # reflect-padded to a multiple (official mod_pad) and the context is a multiple too.
-        self.align = {2: 2, 1: 4}.get(self.scale, 1)
+        self.align = scale_alignment(self.scale)
         if self.tile_size % self.align:
             raise TFLiteModelError(f"{path}: input side {self.tile_size} is not a multiple of {self.align}")
         largest_pad = (self.tile_size - 1) // 2 // self.align * self.align  # windows need T > 2 * pad

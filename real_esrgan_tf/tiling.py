@@ -40,6 +40,12 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def scale_alignment(scale: int) -> int:
+    """Input sides must be multiples of this for a net of `scale` known only by its scale (a TFLite
+    file, a callable): the official RRDBNet x2 / x1 pixel-unshuffle by 2 / 4, as its mod_pad assumes."""
+    return {2: 2, 1: 4}.get(scale, 1)
+
+
 def _axis(size: int, core: int, pad: int, window: int | None) -> tuple[int, list[tuple[int, int, int]]]:
     """(window size, [(core start, core end, window start)]) along one axis."""
     if window is None:
