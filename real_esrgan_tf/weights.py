@@ -27,6 +27,7 @@ import numpy as np
 
 from real_esrgan_tf.models import PixelShuffle, RRDBNet, ScaledResidual, SRVGGNetCompact
 from real_esrgan_tf.models.layers import torch_to_tf_unshuffle_perm
+from real_esrgan_tf.models.srvgg import ACTIVATIONS
 from real_esrgan_tf.ncnn_format import NcnnFormatError, NcnnLayer, load_ncnn
 
 log = logging.getLogger(__name__)
@@ -173,14 +174,30 @@ def _unknown_name_message(name) -> str:
 
 
 def load_generator(
-    name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, cache_dir=None
+    name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, cache_dir=None, act: str | None = None
 ) -> keras.Model:
     """A generator with its weights loaded.
 
     `dtype` is passed to the generator's constructor (e.g. "float16", "bfloat16"; None = float32):
-    the weights are converted in float32 and cast once. Raises WeightsError (one line, naming the
-    file or name) for anything that cannot be loaded, MissingDependencyError for a missing extra.
+    the weights are converted in float32 and cast once. `act`: the activation of an SRVGGNetCompact
+    `.pth` without PReLU weights ("relu" or "leakyrelu", which the weights cannot tell apart; such a
+    file is refused without it); for any other source it must match the model's, if given. Raises
+    WeightsError (one line, naming the file or name) for anything that cannot be loaded,
+    MissingDependencyError for a missing extra.
     """
+    if act is not None and act not in ACTIVATIONS:
+        raise WeightsError(
+            f"{os.fspath(name_or_path)}: act must be one of {', '.join(ACTIVATIONS)}, got {act!r}"
+        )
+    model = _load_generator(name_or_path, dtype, cache_dir, act)
+    if act is not None and getattr(model, "act", None) != act:
+        what = f"an SRVGGNetCompact with act {model.act!r}" if isinstance(model, SRVGGNetCompact) else (
+            f"a {type(model).__name__}, which has no choice of activation")
+        raise WeightsError(f"{os.fspath(name_or_path)}: act {act!r} does not apply, the model is {what}")
+    return model
+
+
+def _load_generator(name_or_path, dtype, cache_dir, act: str | None) -> keras.Model:
     info = find_pretrained(name_or_path)
     if info is not None:
         param_path, bin_path = ncnn_files(info)
@@ -205,8 +222,9 @@ def load_generator(
     if os.path.isdir(path):
         raise WeightsError(f"{path}: is a folder, expected a weights file")
     if suffix in (".pth", ".pt"):
-        stem = Path(path).stem
-        return _load_converted([path], stem, lambda: _model_from_pth(path), dtype, cache_dir)
+        # the activation is not in the file, so it is part of the cache key
+        stem = Path(path).stem + (f"-{act}" if act not in (None, "prelu") else "")
+        return _load_converted([path], stem, lambda: _model_from_pth(path, act), dtype, cache_dir)
     if suffix == ".weights.h5":
         return _load_saved(path, dtype)
     if suffix == ".keras":
@@ -656,8 +674,12 @@ def _read_state_dict(path: str) -> dict[str, np.ndarray]:
     return state
 
 
-def _arch_from_state_dict(state: dict[str, np.ndarray], path: str) -> tuple[type[keras.Model], dict]:
+def _arch_from_state_dict(
+    state: dict[str, np.ndarray], path: str, act: str | None = None
+) -> tuple[type[keras.Model], dict]:
     if "conv_first.weight" in state and "conv_last.weight" in state:
+        if act is not None:
+            raise WeightsError(f"{path}: act {act!r} does not apply, an RRDBNet has no choice of activation")
         num_feat, in_total = state["conv_first.weight"].shape[:2]
         num_out_ch = state["conv_last.weight"].shape[0]
         ratio = in_total // num_out_ch if in_total % num_out_ch == 0 else 0
@@ -690,10 +712,16 @@ def _arch_from_state_dict(state: dict[str, np.ndarray], path: str) -> tuple[type
         upscale = int(round(np.sqrt(last.shape[0] / num_in_ch)))
         if upscale < 1 or upscale * upscale * num_in_ch != last.shape[0]:
             raise WeightsError(f"{path}: last conv has {last.shape[0]} output channels, not 3 * r * r")
-        if "body.1.weight" not in state:
+        if "body.1.weight" in state:  # PReLU slopes
+            if act not in (None, "prelu"):
+                raise WeightsError(
+                    f"{path}: act {act!r} does not apply, this SRVGGNetCompact has PReLU weights"
+                )
+            act = "prelu"
+        elif act in (None, "prelu"):
             raise WeightsError(
-                f"{path}: SRVGGNetCompact without PReLU weights: its activation (relu or leakyrelu) "
-                "cannot be told from the weights"
+                f"{path}: SRVGGNetCompact without PReLU weights: its activation cannot be told from the "
+                "weights; give the one it was trained with: relu or leakyrelu (act=..., upscale --act)"
             )
         return SRVGGNetCompact, dict(
             num_in_ch=num_in_ch,
@@ -701,7 +729,7 @@ def _arch_from_state_dict(state: dict[str, np.ndarray], path: str) -> tuple[type
             num_feat=first.shape[0],
             num_conv=len(convs) - 2,
             upscale=upscale,
-            act="prelu",
+            act=act,
         )
     sample = ", ".join(sorted(state)[:4])
     raise WeightsError(
@@ -710,9 +738,9 @@ def _arch_from_state_dict(state: dict[str, np.ndarray], path: str) -> tuple[type
     )
 
 
-def _model_from_pth(path: str) -> keras.Model:
+def _model_from_pth(path: str, act: str | None = None) -> keras.Model:
     state = _read_state_dict(path)
-    arch, kwargs = _arch_from_state_dict(state, path)
+    arch, kwargs = _arch_from_state_dict(state, path, act)
     model = arch(**kwargs)
     unused = set(state)
     for layer in model.layers:

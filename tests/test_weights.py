@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from real_esrgan_tf import weights
+from real_esrgan_tf.images import encode_image, read_image
 from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact
 from real_esrgan_tf.ncnn_format import parse_param
 from real_esrgan_tf.weights import (
@@ -208,7 +209,8 @@ def _torch_rrdbnet(torch, sd, x, scale, num_block):
     return conv("conv_last", lrelu(conv("conv_hr", feat)))
 
 
-def _srvgg_state(torch, num_feat, num_conv, upscale, seed):
+def _srvgg_state(torch, num_feat, num_conv, upscale, seed, prelu=True):
+    """Official SRVGGNetCompact keys; act 'relu' / 'leakyrelu' (prelu=False) have no activation weights."""
     shapes = {"body.0.weight": (num_feat, 3, 3, 3), "body.0.bias": (num_feat,), "body.1.weight": (num_feat,)}
     for i in range(num_conv):
         shapes[f"body.{2 * i + 2}.weight"], shapes[f"body.{2 * i + 2}.bias"] = (
@@ -221,15 +223,21 @@ def _srvgg_state(torch, num_feat, num_conv, upscale, seed):
         (3 * upscale**2, num_feat, 3, 3),
         (3 * upscale**2,),
     )
+    if not prelu:
+        shapes = {k: v for k, v in shapes.items() if len(v) != 1 or k.endswith(".bias")}
     return _rand_state(torch, shapes, seed)
 
 
-def _torch_srvgg(torch, sd, x, num_conv, upscale):
+def _torch_srvgg(torch, sd, x, num_conv, upscale, act="prelu"):
+    """Official SRVGGNetCompact.forward: PReLU(num_feat), ReLU, or LeakyReLU(negative_slope=0.1)."""
     F = torch.nn.functional
     out = x
     for i in range(num_conv + 1):
         out = F.conv2d(out, sd[f"body.{2 * i}.weight"], sd[f"body.{2 * i}.bias"], padding=1)
-        out = F.prelu(out, sd[f"body.{2 * i + 1}.weight"])
+        if act == "prelu":
+            out = F.prelu(out, sd[f"body.{2 * i + 1}.weight"])
+        else:
+            out = F.relu(out) if act == "relu" else F.leaky_relu(out, 0.1)
     last = 2 * num_conv + 2
     out = F.conv2d(out, sd[f"body.{last}.weight"], sd[f"body.{last}.bias"], padding=1)
     return F.pixel_shuffle(out, upscale) + F.interpolate(x, scale_factor=upscale, mode="nearest")
@@ -284,6 +292,74 @@ def test_pth_srvgg_round_trip(upscale, wrap, tmp_path, photos):
     )
     image = photos["coffee"][50:70, 60:80].astype(np.float32) / 255.0
     _compare(torch, model, lambda x: _torch_srvgg(torch, sd, x, num_conv, upscale), image)
+
+
+@pytest.mark.parametrize("act", ["relu", "leakyrelu"])
+def test_pth_srvgg_without_prelu_needs_act(act, tmp_path, photos, capsys):
+    """User-trained SRVGGNetCompact with act 'relu' / 'leakyrelu' has no activation weights, so which one
+    cannot be read from the file: refused without `act` (one line naming the file and the choices),
+    loaded with it, and each activation is its own cache entry."""
+    torch = pytest.importorskip("torch")
+    num_feat, num_conv, upscale = 12, 2, 4
+    sd = _srvgg_state(torch, num_feat, num_conv, upscale, seed=30, prelu=False)
+    assert not any(v.ndim == 1 and k.endswith(".weight") for k, v in sd.items())
+    path = tmp_path / "my-compact.pth"
+    torch.save({"params_ema": sd}, path)
+    cache = tmp_path / "cache"
+    for given in (None, "prelu"):
+        with pytest.raises(WeightsError) as info:
+            load_generator(path, cache_dir=cache, act=given)
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"{path}: SRVGGNetCompact without PReLU weights")
+        assert "relu or leakyrelu" in message
+    image = photos["coffee"][50:70, 60:80].astype(np.float32) / 255.0
+    for _ in range(2):  # convert, then from the cache
+        model = load_generator(path, cache_dir=cache, act=act)
+        assert isinstance(model, SRVGGNetCompact)
+        assert (model.upscale, model.num_conv, model.num_feat) == (upscale, num_conv, num_feat)
+        assert model.act == act
+        _compare(torch, model, lambda x: _torch_srvgg(torch, sd, x, num_conv, upscale, act), image)
+    other = "leakyrelu" if act == "relu" else "relu"
+    assert load_generator(path, cache_dir=cache, act=other).act == other  # not the cached `act` model
+    # the two differ on these weights: the test would notice a wrong activation
+    with torch.no_grad():
+        x = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
+        diff = _torch_srvgg(torch, sd, x, num_conv, upscale, "relu") - _torch_srvgg(
+            torch, sd, x, num_conv, upscale, "leakyrelu")
+    assert diff.abs().max() > 1e-3
+    # through `upscale --act`
+    from real_esrgan_tf.cli import main
+
+    src = tmp_path / "in.png"
+    src.write_bytes(encode_image((image * 255).astype(np.uint8), "png"))
+    out = tmp_path / "out"
+    args = ["real-esrgan-tf", "upscale", "--input", str(src), "--output", str(out), "--model", str(path)]
+    assert main(args) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and f"{path}: SRVGGNetCompact without PReLU weights" in lines[0], lines
+    assert main([*args, "--act", act]) == 0
+    assert read_image(str(out / "in_out.png")).pixels.shape == (80, 80, 3)
+
+
+def test_act_that_does_not_fit_the_weights(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "prelu.pth"
+    torch.save(_srvgg_state(torch, 8, 1, 2, seed=31), path)
+    assert load_generator(path, cache_dir=tmp_path / "cache", act="prelu").act == "prelu"
+    with pytest.raises(WeightsError, match=r"prelu\.pth: act 'relu' does not apply, this SRVGGNetCompact "):
+        load_generator(path, cache_dir=tmp_path / "cache", act="relu")
+    rrdb = tmp_path / "rrdb.pth"
+    torch.save(_rrdb_state(torch, 4, 8, 1, 4, seed=32), rrdb)
+    with pytest.raises(WeightsError, match=r"rrdb\.pth: act 'leakyrelu' does not apply, an RRDBNet"):
+        load_generator(rrdb, cache_dir=tmp_path / "cache", act="leakyrelu")
+    h5 = tmp_path / "compact.weights.h5"
+    save_generator(SRVGGNetCompact(num_conv=1, num_feat=4, act="relu"), h5)
+    assert load_generator(h5, act="relu").act == "relu"
+    with pytest.raises(WeightsError, match=r"compact\.weights\.h5: act 'prelu' does not apply, the model is "
+                       r"an SRVGGNetCompact with act 'relu'"):
+        load_generator(h5, act="prelu")
+    with pytest.raises(WeightsError, match=r"act must be one of prelu, relu, leakyrelu, got 'gelu'"):
+        load_generator(h5, act="gelu")
 
 
 def test_pth_errors(tmp_path, monkeypatch):
@@ -354,7 +430,9 @@ def test_cache_hit_miss_change_and_corruption(tmp_path, monkeypatch, caplog):
     torch.save({"params_ema": _srvgg_state(torch, 8, 1, 2, seed=1)}, path)
     conversions = []
     real_convert = weights._model_from_pth
-    monkeypatch.setattr(weights, "_model_from_pth", lambda p: conversions.append(p) or real_convert(p))
+    monkeypatch.setattr(
+        weights, "_model_from_pth", lambda p, *act: conversions.append(p) or real_convert(p, *act)
+    )
 
     first = load_generator(path, cache_dir=cache)  # miss: converts and writes the entry
     entries = list(cache.glob("*.weights.h5"))
