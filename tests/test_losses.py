@@ -95,7 +95,9 @@ def test_pth_weights_give_torch_pre_relu_features_and_official_loss(torch_vgg, p
         w * torch.nn.functional.l1_loss(ft_sr[n], ft_gt[n]).item() for n, w in DEFAULT_LAYER_WEIGHTS.items()
     )
     np.testing.assert_allclose(loss_fn(sr, gt).numpy(), expected, rtol=1e-4)
-    assert loss_fn(gt, gt).numpy() == 0.0
+    # gt and sr run as one batch of 2, and oneDNN's AVX2 kernels may round the two rows differently
+    # (1e-9 seen on Zen 3), so "zero" is relative to a real difference.
+    assert abs(loss_fn(gt, gt).numpy()) <= 1e-6 * expected
 
 
 def test_keras_weights_file_uses_caffe_normalisation(tmp_path):
