@@ -31,7 +31,8 @@ class ImageError(Exception):
 
 @dataclasses.dataclass
 class DecodedImage:
-    """pixels: (H, W, C) uint8 or uint16 with C in {1, 3, 4}; format: 'png', 'jpeg', 'webp', ..."""
+    """pixels: (H, W, C) uint8 or uint16 with C in {1, 3, 4} (2 = gray + alpha only when read with
+    `keep_gray_alpha`); format: 'png', 'jpeg', 'webp', ..."""
 
     pixels: np.ndarray
     format: str
@@ -78,11 +79,11 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def icc_fits(profile: bytes | None, channels: int) -> bool:
-    """An ICC profile describes pixels of `channels` channels: 'RGB ' for 3/4, 'GRAY' for 1 (a CMYK
+    """An ICC profile describes pixels of `channels` channels: 'RGB ' for 3/4, 'GRAY' for 1/2 (a CMYK
     JPEG's profile does not describe the RGB it is converted to)."""
     if not profile or len(profile) < 128:
         return False
-    return profile[16:20] == (b"GRAY" if channels == 1 else b"RGB ")
+    return profile[16:20] == (b"GRAY" if channels in (1, 2) else b"RGB ")
 
 
 def _icc_of(im: Image.Image, channels: int) -> bytes | None:
@@ -97,11 +98,14 @@ def _exif_orientation(im: Image.Image) -> int:
         return 1
 
 
-def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool = False) -> DecodedImage:
+def decode_image(
+    data: bytes, path: str = "<bytes>", *, exif_orientation: bool = False, keep_gray_alpha: bool = False
+) -> DecodedImage:
     """Decodes PNG (8/16-bit), JPEG, WEBP, BMP, TIFF, GIF bytes to (H, W, C) uint8/uint16.
 
     Gray + alpha becomes RGBA (as cv2.IMREAD_UNCHANGED reads it, 8- and 16-bit), as does a PNG whose
-    tRNS chunk makes one colour transparent. exif_orientation: turn the pixels as the EXIF Orientation
+    tRNS chunk makes one colour transparent; keep_gray_alpha: gray + alpha (and a gray PNG with a tRNS
+    colour key) stays 2 channels instead. exif_orientation: turn the pixels as the EXIF Orientation
     tag says (as viewers show them); off by default, as the official cv2.IMREAD_UNCHANGED reads.
     """
     if not data:
@@ -114,7 +118,7 @@ def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool =
             pixels = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
         except Exception as e:  # tf raises InvalidArgumentError with a long message
             raise ImageError(path, f"corrupt 16-bit PNG ({str(e).splitlines()[0][:120]})") from None
-        if pixels.shape[-1] == 2:  # gray + alpha
+        if pixels.shape[-1] == 2 and not keep_gray_alpha:  # gray + alpha
             pixels = pixels[..., [0, 0, 0, 1]]
         if (exif_orientation and b"eXIf" in data) or b"iCCP" in data:  # spares a second decode if not
             try:
@@ -134,7 +138,7 @@ def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool =
             im.load()
             if exif_orientation:
                 orientation = _exif_orientation(im)
-            pixels = _pil_to_array(im)
+            pixels = _pil_to_array(im, keep_gray_alpha)
             icc = _icc_of(im, pixels.shape[-1])
     except UnidentifiedImageError:
         raise ImageError(path, "not an image file (unrecognised format)") from None
@@ -144,13 +148,15 @@ def decode_image(data: bytes, path: str = "<bytes>", *, exif_orientation: bool =
     return DecodedImage(pixels, "jpeg" if fmt == "jpg" else fmt, path, frames, icc)
 
 
-def _pil_to_array(im: Image.Image) -> np.ndarray:
+def _pil_to_array(im: Image.Image, keep_gray_alpha: bool = False) -> np.ndarray:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im)
         if mode == "I" and arr.max(initial=0) <= 255:
             return arr.astype(np.uint8)[..., None]
         return np.clip(arr, 0, 65535).astype(np.uint16)[..., None]
+    if keep_gray_alpha and (mode == "LA" or (mode == "L" and "transparency" in im.info)):
+        return np.asarray(im.convert("LA"))
     if mode == "LA" or (mode in ("L", "RGB", "P") and "transparency" in im.info):
         return np.asarray(im.convert("RGBA"))
     if mode in ("1", "L"):
@@ -162,14 +168,14 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im)
 
 
-def read_image(path: str, *, exif_orientation: bool = False) -> DecodedImage:
+def read_image(path: str, *, exif_orientation: bool = False, keep_gray_alpha: bool = False) -> DecodedImage:
     """Reads a file; every failure is an ImageError naming the file and the reason."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise ImageError(path, e.strerror or str(e)) from None
-    return decode_image(data, path, exif_orientation=exif_orientation)
+    return decode_image(data, path, exif_orientation=exif_orientation, keep_gray_alpha=keep_gray_alpha)
 
 
 def _png_with_icc(png: bytes, profile: bytes) -> bytes:
@@ -180,8 +186,9 @@ def _png_with_icc(png: bytes, profile: bytes) -> bytes:
 
 
 def encode_image(pixels: np.ndarray, fmt: str, quality: int = 95, icc_profile: bytes | None = None) -> bytes:
-    """(H, W, C) uint8/uint16 -> file bytes. 16-bit is kept for PNG only.
+    """(H, W, C) uint8/uint16, C in {1, 2, 3, 4} -> file bytes. 16-bit is kept for PNG only.
 
+    Gray + alpha (C = 2) is an LA PNG; JPEG drops the alpha (as for RGBA), WEBP and BMP store RGBA.
     icc_profile: embedded in PNG, JPEG and WEBP when it fits the pixels (`icc_fits`), else left out.
     """
     fmt = fmt.lower()
@@ -199,12 +206,18 @@ def encode_image(pixels: np.ndarray, fmt: str, quality: int = 95, icc_profile: b
     if pixels.shape[-1] == 1:
         im = Image.fromarray(pixels[..., 0], "L")
     else:
-        im = Image.fromarray(pixels, "RGBA" if pixels.shape[-1] == 4 else "RGB")
+        im = Image.fromarray(pixels, {2: "LA", 4: "RGBA"}.get(pixels.shape[-1], "RGB"))
+    if im.mode == "LA" and fmt in ("webp", "bmp"):  # neither stores gray + alpha
+        im = im.convert("RGBA")
+        icc_profile = None  # a gray profile does not describe RGBA
+    if im.mode == "L" and fmt == "webp":  # WEBP is always RGB(A): Pillow converts, the gray profile must go
+        im = im.convert("RGB")
+        icc_profile = None
     buf = io.BytesIO()
     icc = {"icc_profile": icc_profile} if icc_profile else {}
     if fmt in ("jpg", "jpeg"):
-        if im.mode == "RGBA":
-            im = im.convert("RGB")
+        if im.mode in ("RGBA", "LA"):
+            im = im.convert(im.mode[:-1])
         im.save(buf, "JPEG", quality=quality, **icc)
     elif fmt == "webp":
         im.save(buf, "WEBP", quality=quality, **icc)

@@ -285,7 +285,9 @@ def _d4_transforms() -> list[tuple[Callable, Callable]]:
 
 
 class Upscaler:
-    """Upscales (H, W, C) uint8/uint16 images, C in {1, 3, 4}, with a generator of any input size.
+    """Upscales (H, W, C) uint8/uint16 images, C in {1, 2, 3, 4}, with a generator of any input size.
+
+    C = 2 is gray + alpha: the gray plane is upscaled as a gray image (C = 1), the alpha as for RGBA.
 
     model: a Keras generator (RRDBNet, SRVGGNetCompact, any functional model) or a `SuperResolver`
     backend such as a TFLite runner. Only a Keras model can change precision.
@@ -351,18 +353,18 @@ class Upscaler:
     def upscale(self, pixels: np.ndarray) -> np.ndarray:
         """(H, W[, C]) uint8/uint16 -> (H*outscale, W*outscale[, C']) of the same dtype.
 
-        C' == C, except that alpha mode 'none' turns RGBA into RGB.
+        C' == C, except that alpha mode 'none' drops the alpha (RGBA -> RGB, gray + alpha -> gray).
         """
         pixels = np.asarray(pixels)
         squeeze = pixels.ndim == 2
         if squeeze:
             pixels = pixels[..., None]
-        if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4) or min(pixels.shape[:2]) < 1:
-            raise ValueError(f"expected an (H, W, C) image with C in 1, 3, 4; got shape {pixels.shape}")
+        if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or min(pixels.shape[:2]) < 1:
+            raise ValueError(f"expected an (H, W, C) image with C in 1, 2, 3, 4; got shape {pixels.shape}")
         max_value, dtype = _value_range(pixels)
         h, w, c = pixels.shape
-        keep_alpha = c == 4 and self.options.alpha is not AlphaMode.NONE
-        out_channels = 1 if c == 1 else 4 if keep_alpha else 3
+        keep_alpha = c in (2, 4) and self.options.alpha is not AlphaMode.NONE
+        out_channels = (1 if c <= 2 else 3) + keep_alpha
         out = np.empty((h * self.scale, w * self.scale, out_channels), dtype)
         try:
             self._upscale_into(pixels, max_value, out, keep_alpha)
@@ -383,20 +385,22 @@ class Upscaler:
         c = pixels.shape[2]
         s = self.scale
         h, w = pixels.shape[:2]
-        rgb = pixels[..., :3] if c >= 3 else np.repeat(pixels, 3, axis=2)
-        self._enhance_into(rgb.astype(np.float32) / max_value, out[..., :3], c == 1, max_value)
+        gray = c <= 2  # gray or gray + alpha: run as RGB, written as luma
+        colour = 1 if gray else 3  # colour channels of `pixels` and `out`; the alpha follows them
+        rgb = np.repeat(pixels[..., :1], 3, axis=2) if gray else pixels[..., :3]
+        self._enhance_into(rgb.astype(np.float32) / max_value, out[..., :colour], gray, max_value)
         if not keep_alpha:
             return
-        alpha = pixels[..., 3]
+        alpha = pixels[..., colour]
         if alpha.min() == alpha.max():
             # A constant plane (an opaque PNG saved as RGBA): nothing for a network to add.
-            out[..., 3] = alpha.flat[0]
+            out[..., colour] = alpha.flat[0]
         elif self.options.alpha is AlphaMode.MODEL:
             alpha_rgb = np.repeat(alpha[..., None], 3, axis=2).astype(np.float32) / max_value
-            self._enhance_into(alpha_rgb, out[..., 3:4], True, max_value)
+            self._enhance_into(alpha_rgb, out[..., colour:colour + 1], True, max_value)
         else:
             big = resize_planes(alpha[..., None], (w * s, h * s), Image.Resampling.BICUBIC)
-            out[..., 3] = big[..., 0]
+            out[..., colour] = big[..., 0]
 
     def _enhance_into(self, image: np.ndarray, out: np.ndarray, to_gray: bool, max_value: float) -> None:
         """Runs the net over a float (H, W, 3) image tile by tile, writing quantised tiles into out."""
@@ -505,7 +509,9 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "Alpha channel: through the model, bicubic, or dropped.", flag_values=fv)
     flags.DEFINE_enum("ext", "auto", list(EXTENSIONS), "Output format; auto = the input's (PNG for RGBA).",
                       flag_values=fv)
-    flags.DEFINE_string("suffix", "out", "Output name is {stem}_{suffix}.{ext}.", flag_values=fv)
+    flags.DEFINE_string("suffix", "out", "Output name is {stem}_{suffix}.{ext} ({stem}.{ext} if empty; "
+                        "then an existing file of that name in an input's own folder is never overwritten).",
+                        flag_values=fv)
     flags.DEFINE_boolean("tta", False, "Average the 8 flips/transposes (8x slower).", flag_values=fv)
     flags.DEFINE_float("denoise_strength", 0.5,
                        "realesr-general-x4v3 only: 1 keeps noise, 0 removes it (blend with the wdn weights).",
@@ -513,6 +519,9 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("wdn_model", None, "The realesr-general-wdn-x4v3 weights; default: beside --model.",
                         flag_values=fv)
     flags.DEFINE_boolean("xla", False, "Compile the network with XLA.", flag_values=fv)
+    flags.DEFINE_enum("act", None, ["prelu", "relu", "leakyrelu"],
+                      "SRVGGNetCompact .pth without PReLU weights: the activation it was trained with "
+                      "(relu or leakyrelu; it cannot be told from the weights).", flag_values=fv)
 
 
 class _UserError(Exception):
@@ -565,6 +574,8 @@ def load_model(fv) -> tuple[object, float | None]:
     """(Keras model or SuperResolver backend, default outscale or None)."""
     spec = fv.model
     if spec.endswith(".tflite"):
+        if fv.act:
+            raise _UserError(f"{spec}: --act is for SRVGGNetCompact .pth files, not TFLite models")
         if not os.path.isfile(spec):
             raise _UserError(f"{spec}: weights file not found")
         try:
@@ -580,12 +591,12 @@ def load_model(fv) -> tuple[object, float | None]:
         from real_esrgan_tf import weights
     except ImportError as e:
         raise _UserError(f"{spec}: cannot load models, real_esrgan_tf.weights unavailable ({e})") from None
-    model = _load_generator(weights, spec)
+    model = _load_generator(weights, spec, fv.act)
     strength = fv.denoise_strength
     if "realesr-general-x4v3" in os.path.basename(spec) and strength != 1.0:
         wdn = _wdn_path(spec, fv.wdn_model)
         if os.path.isfile(wdn):
-            model = blend_generators(model, _load_generator(weights, wdn), strength)
+            model = blend_generators(model, _load_generator(weights, wdn, fv.act), strength)
         elif fv["denoise_strength"].present or fv.wdn_model:
             raise _UserError(f"{wdn}: wdn weights for --denoise_strength not found")
         else:
@@ -595,9 +606,9 @@ def load_model(fv) -> tuple[object, float | None]:
     return model, _default_outscale(weights, spec)
 
 
-def _load_generator(weights, spec: str):
+def _load_generator(weights, spec: str, act: str | None = None):
     try:
-        return weights.load_generator(spec)
+        return weights.load_generator(spec, act=act)
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise _UserError(message if spec in message else f"{spec}: {message}") from None
@@ -631,6 +642,14 @@ def output_path(
     return os.path.join(folder, f"{name}.{extension}")
 
 
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def run(fv) -> int:
     from tqdm import tqdm
 
@@ -655,20 +674,33 @@ def run(fv) -> int:
         _error(f"{fv.input}: no files in the folder")
         return 1
     input_real = {os.path.realpath(p) for p in inputs}
+    # (device, inode) also finds an input under another spelling (case-insensitive file systems)
+    input_ids = {file_id for file_id in map(_file_id, inputs) if file_id is not None}
+    # With --suffix "" an output is named like an image ({stem}.{ext}): in an input's own folder an
+    # existing file of that name is the user's (photo.jpg beside a single input photo.png), never
+    # overwritten. Elsewhere, and with a suffix, an existing output is a previous run's and replaced.
+    input_folders = {os.path.realpath(os.path.dirname(os.path.abspath(p))) for p in inputs}
+    input_folders |= {os.path.dirname(p) for p in input_real}  # an input that is a symlink: its target's
+    guard_siblings = not fv.suffix and os.path.realpath(fv.output) in input_folders
     written: dict[str, str] = {}
     failures = 0
     for path in tqdm(inputs, desc="images", unit="img", disable=len(inputs) < 2):
         try:
-            image = read_image(path, exif_orientation=True)  # outputs carry no EXIF
-            has_alpha = image.channels == 4 and upscaler.options.alpha is not AlphaMode.NONE
+            # outputs carry no EXIF; gray + alpha stays 2 channels (written as an LA PNG)
+            image = read_image(path, exif_orientation=True, keep_gray_alpha=True)
+            has_alpha = image.channels in (2, 4) and upscaler.options.alpha is not AlphaMode.NONE
             size = upscaler.output_size(*image.pixels.shape[:2])
             target = output_path(path, fv.output, fv.ext, fv.suffix, has_alpha, size)
             real_target = os.path.realpath(target)
-            if real_target in input_real:
+            if real_target in input_real or _file_id(target) in input_ids:
                 raise _UserError(
                     f"{path}: output {target} would overwrite an input; change --suffix or --output")
             if real_target in written:
                 raise _UserError(f"{path}: output {target} already written from {written[real_target]}")
+            if guard_siblings and os.path.lexists(target):
+                raise _UserError(
+                    f"{path}: output {target} would overwrite an existing file in the input's folder "
+                    "(--suffix \"\" names outputs like images); change --suffix or --output")
             if image.frames > 1:
                 _warn(f"{path}: {image.frames} frames (animated); only the first is upscaled")
             result = upscaler.upscale(image.pixels)

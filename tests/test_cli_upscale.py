@@ -141,12 +141,32 @@ def test_output_that_is_a_file_is_refused(inputs, model_file, tmp_path, capsys):
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
 def test_read_only_output_folder_is_refused(inputs, model_file, tmp_path, capsys):
+    """Non-root only (chmod does not stop root): refused up front, before loading the model.
+    test_unwritable_output_path_is_one_line_and_the_rest_continues covers a write failing for root too."""
     folder, _ = inputs
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     code = main(["real-esrgan-tf", "upscale", "--input", str(folder), "--output", str(locked),
                  "--model", model_file])
     assert code == 1 and "not writable" in errors(capsys)[0]
+
+
+def test_unwritable_output_path_is_one_line_and_the_rest_continues(inputs, model_file, tmp_path, capsys):
+    """A write that fails for root too: the output path of one image is taken by a folder (rename onto a
+    folder is EISDIR whoever you are). One error line naming that path and the reason, no temp file
+    left, the other images written, exit code 1."""
+    folder, pixels = inputs
+    out = tmp_path / "out"
+    (out / "photo_out.png").mkdir(parents=True)
+    code = main(["real-esrgan-tf", "upscale", "--input", str(folder), "--output", str(out),
+                 "--model", model_file])
+    lines = [line for line in errors(capsys) if "photo" in line]
+    assert code == 1 and len(lines) == 1, lines
+    assert f"{out / 'photo_out.png'}: cannot write (Is a directory)" in lines[0]
+    assert sorted(os.listdir(out)) == [
+        "deep_out.png", "gray_out.png", "photo_out.png", "pic_out.jpg", "rgba_out.png"]  # no .tmp-*
+    assert os.listdir(out / "photo_out.png") == []
+    np.testing.assert_array_equal(read_image(str(out / "rgba_out.png")).pixels, up2(pixels["rgba"]))
 
 
 def test_never_overwrites_an_input(inputs, model_file, capsys):
@@ -157,6 +177,71 @@ def test_never_overwrites_an_input(inputs, model_file, capsys):
     lines = errors(capsys)
     assert code == 1 and len(lines) == 1 and "would overwrite an input" in lines[0]
     assert digest(folder) == before
+
+
+def upscale_photo(src, out, model_file, *extra):
+    return main(["real-esrgan-tf", "upscale", "--input", str(src), "--output", str(out),
+                 "--model", model_file, *extra])
+
+
+@pytest.mark.parametrize("ext", ["jpg", "webp"])
+def test_single_file_never_overwrites_a_sibling_with_empty_suffix(inputs, model_file, ext, capsys):
+    """photo.png --ext jpg --suffix "" into its own folder is named photo.jpg: when the user's own
+    photo.jpg is there (an image, not an input of this run), it used to be replaced without a word."""
+    folder, _ = inputs
+    (folder / f"photo.{ext}").write_bytes(encode_image(np.zeros((3, 4, 3), np.uint8), ext))
+    before = digest(folder)
+    code = upscale_photo(folder / "photo.png", folder, model_file, "--ext", ext, "--suffix", "")
+    lines = errors(capsys)
+    assert code == 1 and len(lines) == 1, lines
+    target = folder / f"photo.{ext}"
+    assert f"output {target} would overwrite an existing file in the input's folder" in lines[0]
+    assert digest(folder) == before
+    # the same folder reached through a symlink is still the input's folder
+    link = folder.parent / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    assert upscale_photo(folder / "photo.png", link, model_file, "--ext", ext, "--suffix", "") == 1
+    assert "would overwrite an existing file" in errors(capsys)[0] and digest(folder) == before
+
+
+def test_single_file_outputs_that_may_be_replaced(inputs, model_file, tmp_path, capsys):
+    """Previous outputs are replaced (atomically) as before: a free name in the input's folder is written
+    (a second run then refuses it: with --suffix "" it cannot be told from the user's own image), an
+    existing {stem}_{suffix} file in the input's folder and an existing file in another folder are
+    taken as outputs of an earlier run."""
+    folder, pixels = inputs
+    src = folder / "photo.png"
+    assert upscale_photo(src, folder, model_file, "--ext", "webp", "--suffix", "") == 0, errors(capsys)
+    assert read_image(str(folder / "photo.webp")).pixels.shape == (40, 48, 3)
+    assert upscale_photo(src, folder, model_file, "--ext", "webp", "--suffix", "") == 1
+    assert "would overwrite an existing file" in errors(capsys)[0]
+    stale = encode_image(np.zeros((3, 4, 3), np.uint8), "png")
+    (folder / "photo_out.png").write_bytes(stale)
+    assert upscale_photo(src, folder, model_file) == 0, errors(capsys)
+    np.testing.assert_array_equal(read_image(str(folder / "photo_out.png")).pixels, up2(pixels["photo"]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "photo.png").write_bytes(stale)
+    assert upscale_photo(src, out, model_file, "--suffix", "") == 0, errors(capsys)
+    np.testing.assert_array_equal(read_image(str(out / "photo.png")).pixels, up2(pixels["photo"]))
+
+
+def test_folder_into_itself_with_empty_suffix_skips_only_collisions(inputs, model_file, capsys):
+    """Folder input, output = the same folder, --suffix "" --ext jpg: outputs that are inputs (pic.jpg
+    itself, rgba.png forced to PNG) or that another input already wrote are refused, one line each;
+    the others are written and the inputs are untouched."""
+    folder, _ = inputs
+    (folder / "deep.webp").write_bytes(encode_image(np.zeros((3, 4, 3), np.uint8), "webp"))  # -> deep.jpg
+    before = digest(folder)
+    code = main(["real-esrgan-tf", "upscale", "--input", str(folder), "--output", str(folder),
+                 "--model", model_file, "--ext", "jpg", "--suffix", ""])
+    lines = errors(capsys)
+    assert code == 1
+    assert any(f"rgba.png: output {folder / 'rgba.png'} would overwrite an input" in x for x in lines), lines
+    assert any(f"pic.jpg: output {folder / 'pic.jpg'} would overwrite an input" in x for x in lines), lines
+    assert any(f"deep.webp: output {folder / 'deep.jpg'} already written from" in x for x in lines), lines
+    assert {n: h for n, h in digest(folder).items() if n in before} == before
+    assert sorted(set(os.listdir(folder)) - set(before)) == ["deep.jpg", "gray.jpg", "photo.jpg"]
 
 
 def test_missing_input_is_one_line(model_file, tmp_path, capsys):

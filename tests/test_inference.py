@@ -289,6 +289,39 @@ def test_alpha_modes():
     np.testing.assert_array_equal(dropped, by_model[..., :3])
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("mode", ["model", "bicubic", "none"])
+def test_gray_alpha_in_gray_alpha_out(dtype, mode, photos):
+    """Gray + alpha (an LA PNG) used to come out as RGBA: now 2 channels of the same depth, the gray plane
+    upscaled as a gray image (BT.601 luma of the net's RGB output, rounded once) and the alpha as for RGBA."""
+    model = local_model(scale=2, seed=3)  # random weights: R, G and B of the output differ
+    peak = np.iinfo(dtype).max
+    gray = photos["coffee"][:20, :24, 1].astype(dtype) * (257 if dtype == np.uint16 else 1)
+    alpha = (np.linspace(0, peak, 24)[None, :] * np.linspace(0.2, 1, 20)[:, None]).astype(dtype)
+    la = np.stack([gray, alpha], axis=-1)
+    out = Upscaler(model, alpha=mode).upscale(la)
+    assert out.dtype == dtype and out.shape == (40, 48, 1 if mode == "none" else 2)
+
+    def expected_plane(plane):  # the net on (p, p, p) in [0, 1], luma, then rounded: no Upscaler code
+        x = np.repeat(plane[None, :, :, None], 3, axis=3).astype(np.float32) / peak
+        y = np.asarray(model(x))[0].astype(np.float64) @ [0.299, 0.587, 0.114]
+        return np.rint(np.clip(y, 0, 1) * peak)
+
+    got_gray = out[..., 0]
+    assert np.abs(got_gray - expected_plane(gray)).max() <= 1
+    np.testing.assert_array_equal(got_gray, Upscaler(model).upscale(gray))  # same as a gray image
+    if mode == "none":
+        return
+    rgba = Upscaler(model, alpha=mode).upscale(np.stack([gray, gray, gray, alpha], axis=-1))
+    np.testing.assert_array_equal(out[..., 1], rgba[..., 3])  # alpha as the RGBA path does it
+    assert np.abs(got_gray - rgba[..., :3].astype(np.float64) @ [0.299, 0.587, 0.114]).max() <= 1.0
+    if mode == "model":
+        assert np.abs(out[..., 1] - expected_plane(alpha)).max() <= 1
+    else:
+        reference = resize_planes(alpha[..., None], (48, 40), Image.Resampling.BICUBIC)[..., 0]
+        np.testing.assert_array_equal(out[..., 1], reference)
+
+
 def test_constant_alpha_is_kept_without_running_the_model():
     img = np.full((5, 6, 4), 255, np.uint8)
     img[..., :3] = 40
@@ -369,7 +402,7 @@ def test_denoise_blend_interpolates_weights():
         blend_generators(general, SRVGGNetCompact(num_conv=2, num_feat=4), 0.5)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4, 2), np.uint8), np.zeros((4, 4, 3), np.float32),
+@pytest.mark.parametrize("bad", [np.zeros((4, 4, 5), np.uint8), np.zeros((4, 4, 3), np.float32),
                                  np.zeros((0, 4, 3), np.uint8)])
 def test_rejects_unsupported_arrays(bad):
     with pytest.raises(ValueError):

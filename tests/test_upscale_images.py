@@ -46,20 +46,39 @@ def pil_bytes(im, fmt, **kwargs):
 
 
 # ---------------------------------------------------------------------------- gray + alpha, tRNS
-def test_16bit_gray_alpha_png_is_upscaled_as_rgba(model_file, tmp_path, capsys, rng):
-    """cv2.IMREAD_UNCHANGED reads 8- and 16-bit gray + alpha as 4 channels; a 16-bit LA PNG used to
-    decode to 2 channels, which the Upscaler rejected."""
-    la = rng.integers(0, 65536, (5, 7, 2)).astype(np.uint16)
-    src = tmp_path / "la16.png"
+@pytest.mark.parametrize("depth", [8, 16])
+def test_gray_alpha_png_comes_out_as_gray_alpha(depth, model_file, tmp_path, capsys, rng):
+    """A gray + alpha PNG came out as RGBA (and a 16-bit one used to fail): now an LA PNG of the same
+    bit depth, like gray and 16-bit inputs; without alpha (--alpha none) a gray image, JPEG if asked."""
+    dtype = np.uint16 if depth == 16 else np.uint8
+    la = rng.integers(0, np.iinfo(dtype).max + 1, (5, 7, 2)).astype(dtype)
+    src = tmp_path / f"la{depth}.png"
     src.write_bytes(tf.io.encode_png(la).numpy())
-    decoded = read_image(str(src)).pixels
-    assert decoded.dtype == np.uint16 and decoded.shape == (5, 7, 4)
-    np.testing.assert_array_equal(decoded, la[..., [0, 0, 0, 1]])
-    la8 = Image.fromarray((la // 257).astype(np.uint8), "LA")
-    assert decode_image(pil_bytes(la8, "PNG")).pixels.shape == (5, 7, 4)
+    # other readers (prepare, calibration) keep cv2's RGBA; upscale asks for the two channels
+    np.testing.assert_array_equal(read_image(str(src)).pixels, la[..., [0, 0, 0, 1]])
+    np.testing.assert_array_equal(read_image(str(src), keep_gray_alpha=True).pixels, la)
     out = tmp_path / "out"
-    assert upscale("--input", str(src), "--output", str(out), "--model", model_file) == 0, errors(capsys)
-    np.testing.assert_array_equal(read_image(str(out / "la16_out.png")).pixels, up2(la[..., [0, 0, 0, 1]]))
+    for extra in ([], ["--ext", "jpg"]):  # JPEG cannot store alpha: PNG, as for RGBA
+        assert upscale("--input", str(src), "--output", str(out), "--model", model_file, *extra) == 0
+    assert errors(capsys) == [] and os.listdir(out) == [f"la{depth}_out.png"]
+    data = (out / f"la{depth}_out.png").read_bytes()
+    assert data[24:26] == bytes([depth, 4])  # IHDR bit depth, colour type 4 = gray + alpha
+    np.testing.assert_array_equal(tf.io.decode_png(data, dtype=tf.as_dtype(dtype)).numpy(), up2(la))
+    code = upscale("--input", str(src), "--output", str(out), "--model", model_file, "--alpha", "none",
+                   "--ext", "jpg", "--suffix", "flat")
+    assert code == 0, errors(capsys)
+    with Image.open(out / f"la{depth}_flat.jpg") as im:
+        assert im.mode == "L" and im.size == (14, 10)
+
+
+def test_gray_png_with_colour_key_is_gray_alpha_for_upscale(rng):
+    pixels = rng.integers(1, 256, (4, 5), dtype=np.uint8)
+    pixels[1, 2] = 0
+    data = pil_bytes(Image.fromarray(pixels, "L"), "PNG", transparency=0)
+    decoded = decode_image(data, keep_gray_alpha=True)
+    expected_alpha = np.full((4, 5), 255, np.uint8)
+    expected_alpha[1, 2] = 0
+    np.testing.assert_array_equal(decoded.pixels, np.stack([pixels, expected_alpha], axis=-1))
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
@@ -294,5 +313,18 @@ def test_colour_profile_that_does_not_fit_is_dropped(rng):
     la = Image.fromarray(rng.integers(0, 256, (4, 6, 2), dtype=np.uint8), "LA")
     decoded = decode_image(pil_bytes(la, "PNG", icc_profile=_profile("GRAY")))
     assert decoded.channels == 4 and decoded.icc_profile is None
+    # read as gray + alpha (upscale), the gray profile describes it and is kept
+    decoded = decode_image(pil_bytes(la, "PNG", icc_profile=_profile("GRAY")), keep_gray_alpha=True)
+    assert decoded.channels == 2 and decoded.icc_profile == _profile("GRAY")
+    with Image.open(io.BytesIO(encode_image(decoded.pixels, "png", icc_profile=decoded.icc_profile))) as im:
+        assert im.mode == "LA" and im.info.get("icc_profile") == _profile("GRAY")
     rgb = encode_image(rng.integers(0, 256, (4, 6, 1), dtype=np.uint8), "png", icc_profile=_profile("sRGB"))
     assert decode_image(rgb).icc_profile is None
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_gray_webp_drops_the_gray_profile(channels, rng):
+    """WEBP stores RGB(A) only, so gray pixels are written as RGB and a GRAY profile would mislabel them."""
+    pixels = rng.integers(0, 256, (4, 6, channels), dtype=np.uint8)
+    with Image.open(io.BytesIO(encode_image(pixels, "webp", icc_profile=_profile("GRAY")))) as im:
+        assert im.mode in ("RGB", "RGBA") and im.info.get("icc_profile") is None
