@@ -283,6 +283,8 @@ def export_saved_model(
     base folder and must never pick up a half-written version.
     """
     version = next_version(base_dir) if version is None else int(version)
+    if version < 0:  # TF Serving skips negative version folders: the model would never load
+        raise ExportError(f"{base_dir}: version {version}, TF Serving loads only version folders >= 0")
     target = os.path.join(base_dir, str(version))
     if os.path.exists(target):
         raise ExportError(f"{target}: version already exists (pick another --version)")
@@ -489,11 +491,12 @@ def define_flags(fv) -> None:
         "tflite: the .tflite file.",
         flag_values=fv,
     )
-    flags.DEFINE_integer("version", None, "SavedModel version folder (default: highest existing + 1).",
-                         flag_values=fv)
+    flags.DEFINE_integer("version", None, "SavedModel version folder, >= 0: TF Serving loads no other "
+                         "(default: highest existing + 1).", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("tile", 256, "upscale_image: LR tile size inside the graph (0 = no tiling).",
+                         lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("tile_pad", 10, "upscale_image: context pixels around each tile.", lower_bound=0,
                          flag_values=fv)
-    flags.DEFINE_integer("tile_pad", 10, "upscale_image: context pixels around each tile.", flag_values=fv)
     flags.DEFINE_enum("quantization", "fp32", [q.value for q in Quantization], "TFLite precision.",
                       flag_values=fv)
     flags.DEFINE_integer(

@@ -21,7 +21,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from real_esrgan_tf.tiling import plan_tiles, round_up, scale_alignment
+from real_esrgan_tf.tiling import pad_to_window, plan_tiles, round_up, scale_alignment
 
 # ITU-R BT.601 luma, as cv2.COLOR_BGR2GRAY which the official code uses for gray and alpha outputs.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -472,11 +472,7 @@ class Upscaler:
         _, h, w, _ = lr.shape
         if input_size is None or (h, w) == tuple(input_size):
             return self.backend(lr)
-        fh, fw = input_size
-        if h > fh or w > fw:
-            raise ValueError(f"window {h}x{w} larger than the model's fixed input {fh}x{fw}")
-        mode = "reflect" if h > fh - h and w > fw - w else "symmetric" if h > 1 and w > 1 else "edge"
-        full = np.pad(lr, ((0, 0), (0, fh - h), (0, fw - w), (0, 0)), mode=mode)
+        full = pad_to_window(lr, tuple(input_size))  # as the TFLite runner pads images smaller than T
         s = self.scale
         return self.backend(full)[:, : h * s, : w * s]
 

@@ -5,9 +5,11 @@ covers an image with T x T windows that overlap by `2 * tile_pad`, runs each win
 centre ("core") of each, so every kept pixel had at least `tile_pad` LR pixels of real context on
 each side (or the true image border, where the network saw its usual zero padding). Windows always
 have the full size T, clamped inside the image, so no window runs on padding that the untiled
-model would not see; only images smaller than T are padded (edge-replicated) up to T. For the x2 / x1
-RRDBNet (pixel-unshuffle by 2 / 4) the image is first reflect-padded to a multiple of 2 / 4 and
-windows start on multiples of it, so each window sees the same unshuffle blocks as the whole image.
+model would not see; only images smaller than T are padded up to T, exactly as `inference.Upscaler`
+pads a window up to a fixed input (`tiling.pad_to_window`: reflect, symmetric or edge), so both give
+the same pixels. For the x2 / x1 RRDBNet (pixel-unshuffle by 2 / 4) the image is first reflect-padded
+to a multiple of 2 / 4 (as the Upscaler) and windows start on multiples of it, so each window sees the
+same unshuffle blocks as the whole image.
 
 It is a backend for `real_esrgan_tf.inference` (`SuperResolver`): a callable NHWC float32
 [1, h, w, 3] -> [1, h*s, w*s, 3] with `scale` and the fixed `input_size` (T, T). The Upscaler
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from real_esrgan_tf.tiling import scale_alignment
+from real_esrgan_tf.tiling import pad_to_window, scale_alignment
 
 
 def _interpreter_module():
@@ -141,9 +143,8 @@ class TFLiteGenerator:
         mod_h, mod_w = -h % self.align, -w % self.align
         if mod_h or mod_w:
             image = np.pad(image, [(0, mod_h), (0, mod_w), (0, 0)], mode="reflect")
-        if image.shape[0] < size or image.shape[1] < size:
-            h_pad, w_pad = max(size - image.shape[0], 0), max(size - image.shape[1], 0)
-            image = np.pad(image, [(0, h_pad), (0, w_pad), (0, 0)], mode="edge")
+        if image.shape[0] < size or image.shape[1] < size:  # the Upscaler's padding up to its window
+            image = pad_to_window(image, (max(size, image.shape[0]), max(size, image.shape[1])))
         ph, pw = image.shape[:2]
         out = np.empty((ph * s, pw * s, 3), np.float32)
         for ys, cy0, cy1 in windows(ph, size, self.tile_pad):

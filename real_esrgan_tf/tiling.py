@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True)
 class Tile:
@@ -87,3 +89,23 @@ def plan_tiles(
     win_w, xs = _axis(width, tile, tile_pad, None if window is None else window[1])
     tiles = tuple(Tile(y0, y1, x0, x1, wy, wx) for (y0, y1, wy) in ys for (x0, x1, wx) in xs)
     return TilePlan(win_h, win_w, tiles)
+
+
+def pad_to_window(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., h, w, C) -> (..., H, W, C), padded at the bottom/right up to `size` = (H, W) >= (h, w).
+
+    How an image smaller than a fixed model input (a TFLite window) is filled, the same for
+    `inference.Upscaler` and `tflite_runner.TFLiteGenerator` (the caller crops the output back):
+    numpy 'reflect' when every pad is shorter than its side; else 'symmetric' (numpy repeats the
+    mirroring for pads longer than the side) when both sides are > 1 px; else 'edge' (a 1 px side).
+    One mode for both axes.
+    """
+    h, w = image.shape[-3:-1]
+    fh, fw = size
+    if h > fh or w > fw:
+        raise ValueError(f"window {h}x{w} larger than the model's fixed input {fh}x{fw}")
+    if (h, w) == (fh, fw):
+        return image
+    mode = "reflect" if h > fh - h and w > fw - w else "symmetric" if h > 1 and w > 1 else "edge"
+    pads = [(0, 0)] * (image.ndim - 3) + [(0, fh - h), (0, fw - w), (0, 0)]
+    return np.pad(image, pads, mode=mode)

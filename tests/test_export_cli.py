@@ -66,3 +66,14 @@ def test_bad_models_are_one_line_errors(make_model, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["version", "tile", "tile_pad"])
+def test_a_negative_version_or_tile_is_a_one_line_error(flag, model_dir, tmp_path, capsys):
+    """TF Serving only loads non-negative integer version folders: savedmodels/<name>/-1 would never load;
+    a negative tile or tile_pad has no meaning."""
+    base = tmp_path / "savedmodels" / "compact"
+    assert export(f"--model={model_dir}", "--format=saved_model", f"--output={base}", f"--{flag}=-1") != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--{flag}" in err[0] and "non-negative" in err[0], err
+    assert not base.parent.exists()  # nothing written, not even the base folder

@@ -223,3 +223,10 @@ def test_network_and_tiling_have_gpu_kernels(rrdb_x2):
     host_only = {"DecodeImage", "DecodeJpeg", "DecodePng", "EncodePng", "Substr", "StringJoin",
                  "ScaleAndTranslate"}  # the last one: Lanczos for outscale
     assert ops_without_gpu_kernel(module.upscale_image.get_concrete_function()) == host_only
+
+
+def test_negative_versions_are_refused_before_anything_is_written(rrdb_x2, tmp_path):
+    base = tmp_path / "savedmodels" / "rrdb-x2"
+    with pytest.raises(ExportError, match="only version folders >= 0"):
+        export_saved_model(rrdb_x2, str(base), version=-1)
+    assert not base.exists()

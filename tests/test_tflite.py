@@ -21,6 +21,7 @@ from real_esrgan_tf.export import (
     export_tflite_models,
     int8_friendly,
 )
+from real_esrgan_tf.inference import Upscaler
 from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact
 from real_esrgan_tf.tflite_runner import TFLiteGenerator, TFLiteModelError, check_builtin_ops, windows
 from real_esrgan_tf.weights import load_generator
@@ -77,7 +78,7 @@ def test_tiled_runner_equals_keras_when_the_pad_covers_the_receptive_field(tmp_p
     assert runner.scale == 4 and runner.input_size == (24, 24)
     lr = photos["chelsea"][10:67, 30:113].astype(np.float32)[None] / 255.0  # 57 x 83: no multiple of 24
     np.testing.assert_allclose(runner(lr), model(lr).numpy(), atol=2e-5)
-    small = lr[:, :10, :17]  # smaller than the window: edge-padded up to it
+    small = lr[:, :10, :17]  # smaller than the window: padded up to it as the Upscaler pads
     assert runner(small).shape == (1, 40, 68, 3)
 
 
@@ -187,3 +188,76 @@ def test_tiled_runner_keeps_the_unshuffle_blocks_of_x2_models(tmp_path, photos):
         expected = model(padded).numpy()[:, : 2 * h, : 2 * w]
         np.testing.assert_allclose(runner(lr), expected, atol=2e-5, err_msg=f"{h}x{w}")
     assert runner(lr[:, :9, :11]).shape == (1, 18, 22, 3)  # odd and smaller than the window
+
+
+class KerasWindow:
+    """The Keras model behind a fixed input, as the Upscaler sees a TFLite model; keeps its last output."""
+
+    def __init__(self, model, size):
+        self.model, self.scale, self.input_size = model, model.scale, (size, size)
+
+    def __call__(self, lr):
+        assert lr.shape[1:3] == self.input_size, lr.shape
+        self.last = self.model(lr).numpy()
+        return self.last
+
+
+def unshuffle_model(factor):
+    """PixelUnshuffle(factor) + a 3x3 conv + PixelShuffle(4): the x2 (factor 2) / x1 (4) RRDBNet's ends."""
+    import keras
+
+    from real_esrgan_tf.models.layers import PixelShuffle, PixelUnshuffle
+
+    lr_in = keras.Input((None, None, 3))
+    x = PixelUnshuffle(factor, name="pixel_unshuffle")(lr_in)
+    x = keras.layers.Conv2D(48, 3, padding="same", kernel_initializer="he_normal")(x)
+    model = keras.Model(lr_in, PixelShuffle(4)(x))
+    model.scale = 4 // factor
+    return model
+
+
+@pytest.mark.parametrize(
+    "make_model, window, sizes",
+    [
+        (lambda: SRVGGNetCompact(num_conv=1, num_feat=8), 24,
+         [(13, 17), (5, 23), (23, 2), (2, 9), (1, 17), (13, 1), (1, 1), (12, 12)]),
+        (lambda: unshuffle_model(2), 16, [(9, 11), (1, 9), (7, 1), (3, 15), (8, 3), (1, 1)]),
+        (lambda: unshuffle_model(4), 16, [(9, 11), (1, 5), (6, 1), (2, 13), (1, 1)]),
+    ],
+    ids=["x4-compact", "x2-unshuffle", "x1-unshuffle"],
+)
+def test_images_smaller_than_the_window_are_padded_as_the_upscaler_pads(make_model, window, sizes, tmp_path,
+                                                                         photos):
+    """An image smaller than the fixed input is padded up to it: the runner on its own gives what the
+    Upscaler gives with the Keras model behind the same fixed window (reflect, symmetric or edge padding
+    after the unshuffle's reflect mod-pad), not an edge-replicated border."""
+    model = make_model()
+    path = str(tmp_path / "small.tflite")
+    export_tflite(model, path, input_size=window)
+    runner = TFLiteGenerator(path, tile_pad=2)
+    keras_window = KerasWindow(model, window)
+    upscaler = Upscaler(keras_window, tile_pad=2)
+    s = model.scale
+    for h, w in sizes:
+        img = photos["chelsea"][150 : 150 + h, 200 : 200 + w]
+        upscaler.upscale(img)  # one window: the whole (padded) image
+        expected = keras_window.last[:, : h * s, : w * s]
+        got = runner(img[None].astype(np.float32) / 255.0)
+        assert got.shape == expected.shape == (1, h * s, w * s, 3)
+        np.testing.assert_allclose(got, expected, atol=2e-5, err_msg=f"{h}x{w}")
+
+
+def test_strips_thinner_than_the_window_are_padded_as_the_upscaler_pads(tmp_path, photos):
+    """Only one side smaller than the window: padded along it, tiled along the other. tile_pad 4 covers
+    the 3 px the model sees, so the two tilings agree and only the padding could differ."""
+    model = SRVGGNetCompact(num_conv=1, num_feat=8)
+    path = str(tmp_path / "strip.tflite")
+    export_tflite(model, path, input_size=24)
+    runner = TFLiteGenerator(path, tile_pad=4)
+    upscaler = Upscaler(KerasWindow(model, 24), tile_pad=4)
+    for h, w in [(5, 53), (1, 40), (61, 2), (23, 30)]:
+        img = photos["coffee"][80 : 80 + h, 120 : 120 + w].astype(np.uint16) * 257  # 16-bit: finer levels
+        expected = upscaler.upscale(img).astype(int)
+        got = np.rint(np.clip(runner(img[None].astype(np.float32) / 65535.0)[0], 0, 1) * 65535)
+        assert got.shape == expected.shape == (4 * h, 4 * w, 3)
+        assert np.abs(got - expected).max() <= 2, f"{h}x{w}"  # 2e-5 float tolerance ~ 1.3 levels
