@@ -4,20 +4,30 @@ Same recipe as the official scripts: `generate_multiscale_DF2K.py` (PIL Lanczos 
 a shortest-edge-400 copy) then `extract_subimages.py` (crop 400, step 200, thresh 0). Output does not
 depend on `--workers`: every crop gets a global index from the sorted file list before any work
 starts, shard k holds a fixed contiguous index range, and the parent writes records in that order
-(workers only decode, crop and encode). Resumable: a shard is written to a temp name, renamed, then
-its SHA-256 and count go to `.prepare_state/`; a rerun keeps shards whose checksum still matches.
+(workers only decode, crop and encode; at most IN_FLIGHT_PER_WORKER segments per worker are handed
+out and not yet written, so memory stays bounded whatever the speed of the writer). Resumable: a
+shard is written to a temp name, renamed, then its SHA-256 and count go to `.prepare_state/`; a rerun
+keeps shards whose checksum still matches.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.reduction
 import os
+import queue
+import signal
 import sys
+import threading
 import time
+import traceback
 
 import numpy as np
 from absl import flags, logging
@@ -33,6 +43,10 @@ MANIFEST_FORMAT = "real-esrgan-tf shards v1"
 MULTISCALE_FACTORS = (0.75, 0.5, 1 / 3)
 SHORTEST_EDGE = 400
 DEFAULT_CROPS_PER_SHARD = 512
+# With --workers N, at most N x this many segments (one image variant's crops within one shard) are
+# handed to workers and not yet written: one being computed and one queued per worker keeps them busy,
+# and a writer slower than the workers makes them wait instead of piling results up in memory.
+IN_FLIGHT_PER_WORKER = 2
 
 
 class PrepareError(Exception):
@@ -454,6 +468,149 @@ def process_segment(seg: Segment) -> SegmentResult:
     )
 
 
+# ----------------------------------------------------------------------------- worker processes
+
+
+class WorkerError(Exception):
+    """A worker failed on item `index` (None: the worker was idle): an exception in `fn` (`details`
+    holds its traceback) or the worker process ended (killed, e.g. by the out-of-memory killer)."""
+
+    def __init__(self, index: int | None, reason: str, details: str = ""):
+        super().__init__(reason)
+        self.index, self.reason, self.details = index, reason, details
+
+
+def _worker_loop(fn, conn) -> None:
+    """A worker process: items in, ("ok", fn(item)) or ("error", (reason, traceback)) out, in order,
+    until the parent closes its end of the pipe."""
+    # Ctrl-C reaches every process of the terminal's process group: only the parent acts on it (it
+    # stops the workers); a worker interrupted mid-item would only print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Items are read by a thread as they come, so the parent's send never waits for this process:
+    # it could be blocked sending a large result the parent will only read after that send (deadlock).
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    stop = object()
+
+    def read() -> None:
+        try:
+            while True:
+                inbox.put(conn.recv())
+        except BaseException:  # EOF: the parent is done or gone; anything else ends the worker too
+            inbox.put(stop)
+
+    threading.Thread(target=read, daemon=True).start()
+    while (item := inbox.get()) is not stop:
+        try:
+            out = ("ok", fn(item))
+            payload = multiprocessing.reduction.ForkingPickler.dumps(out)
+        except Exception as e:
+            out = ("error", (f"{type(e).__name__}: {e}", traceback.format_exc()))
+            payload = multiprocessing.reduction.ForkingPickler.dumps(out)
+        del out
+        try:
+            conn.send_bytes(payload)
+        except OSError:  # the parent has gone
+            return
+
+
+def _stop_workers(procs: list, conns: list, graceful: bool) -> None:
+    """Closes the pipes (idle workers end on EOF) and joins every worker; terminates (then kills) the
+    ones still running unless `graceful` (all items done), or still alive after a grace period."""
+    for conn in conns:
+        conn.close()
+    if graceful:
+        for p in procs:
+            p.join(timeout=10)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def ordered_map(fn, items, workers: int, in_flight_per_worker: int = IN_FLIGHT_PER_WORKER):
+    """Yields fn(item) for each item in order, computed by `workers` spawned processes.
+
+    At most `workers * in_flight_per_worker` items are handed out and not yet taken by the caller
+    (the one being yielded included): a caller slower than the workers makes them wait rather than
+    letting results pile up. Each worker has its own pipe, so one that dies is an error naming its
+    item (WorkerError), not a hang, and stopping the rest is safe at any point. Closing the generator
+    (or an exception, KeyboardInterrupt included) terminates and joins the workers. workers <= 1:
+    a plain in-process map.
+    """
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    limit = max(1, workers * in_flight_per_worker)
+    # spawn: the parent may already hold TensorFlow's threads, which fork does not survive
+    ctx = multiprocessing.get_context("spawn")
+    procs, conns, assigned = [], [], []  # assigned[w]: indices sent to worker w, not yet answered
+    ready: dict = {}
+    sent = 0
+    finished = False
+
+    def died(w: int) -> WorkerError:
+        p = procs[w]
+        p.join(timeout=5)
+        code = p.exitcode
+        if code is None:
+            how = "its pipe closed"
+        elif code < 0:
+            how = f"killed by signal {-code}" + (", e.g. by the out-of-memory killer" if code == -9 else "")
+        else:
+            how = f"exit code {code}"
+        index = assigned[w][0] if assigned[w] else None
+        return WorkerError(index, f"a worker process ended unexpectedly ({how})")
+
+    def receive(timeout) -> None:
+        for conn in multiprocessing.connection.wait(conns, timeout):
+            w = conns.index(conn)
+            try:
+                status, payload = conn.recv()
+            except (EOFError, OSError):
+                raise died(w) from None
+            if not assigned[w]:
+                raise WorkerError(None, "a worker process answered an item it was not given")
+            index = assigned[w].popleft()
+            if status != "ok":
+                raise WorkerError(index, *payload)
+            ready[index] = payload
+
+    try:
+        for _ in range(min(workers, len(items))):
+            parent_end, child_end = ctx.Pipe()
+            p = ctx.Process(target=_worker_loop, args=(fn, child_end), daemon=True, name="prepare-worker")
+            procs.append(p)
+            conns.append(parent_end)
+            assigned.append(collections.deque())
+            p.start()
+            child_end.close()  # only the worker holds it now: its death reads as EOF here
+        for i in range(len(items)):
+            while True:
+                while sent < len(items) and sent - i < limit:  # hand out up to the bound
+                    w = min(range(len(conns)), key=lambda k: len(assigned[k]))
+                    try:
+                        conns[w].send(items[sent])
+                    except OSError:
+                        raise died(w) from None
+                    assigned[w].append(sent)
+                    sent += 1
+                if i in ready:
+                    receive(0)  # take what is done so the workers can go on while the caller works
+                    break
+                receive(None)
+            result = ready.pop(i)
+            yield result
+            del result
+        finished = True
+    finally:
+        _stop_workers(procs, conns, graceful=finished)
+
+
 # ----------------------------------------------------------------------------- parent side
 
 
@@ -575,6 +732,12 @@ class _ShardWriter:
         _write_json(self.record_path, self.info)
         return self.info
 
+    def abort(self) -> None:
+        """An unfinished shard after an error or Ctrl-C: close and delete its temp file."""
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
 
 def _manifest(config: PrepareConfig, plan: Plan, infos: list[dict]) -> dict:
     skipped = {s["path"]: s["reason"] for s in plan.skipped}
@@ -625,13 +788,8 @@ def prepare(
         file=sys.stderr,
         desc="prepare",
     )
-    pool = None
-    if workers > 1 and len(todo) > 1:
-        # spawn: the parent may already hold TensorFlow's threads, which fork does not survive
-        pool = multiprocessing.get_context("spawn").Pool(workers)
-        results = pool.imap(process_segment, todo, chunksize=1)
-    else:
-        results = map(process_segment, todo)
+    # segments in plan order; with workers, at most IN_FLIGHT_PER_WORKER each handed out and unwritten
+    results = ordered_map(process_segment, todo, workers)
     writer = None
     try:
         for result in results:
@@ -645,11 +803,17 @@ def prepare(
                 writer = None
                 if pause_after_shard:
                     time.sleep(pause_after_shard)
+            del result
+    except WorkerError as e:
+        if e.details:
+            logging.error("worker traceback:\n%s", e.details.rstrip())
+        where = f"{todo[e.index].source}: " if e.index is not None else ""
+        raise PrepareError(f"{where}{e.reason}; finished shards are kept: rerun to resume") from None
     finally:
+        results.close()  # stops the workers (at once when something went wrong)
         bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        if writer is not None:
+            writer.abort()
     manifest = _manifest(config, plan, [infos[k] for k in range(n)])
     _write_json(os.path.join(output, MANIFEST_NAME), manifest)
     return manifest
@@ -736,6 +900,12 @@ def run(fv: flags.FlagValues) -> int:
     except PrepareError as e:
         print(f"real-esrgan-tf prepare: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            "real-esrgan-tf prepare: interrupted; finished shards are kept: rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
     for s in manifest["skipped"]:
         logging.warning("skipped %s: %s", s["path"], s["reason"])
     logging.info(
@@ -748,4 +918,5 @@ def run(fv: flags.FlagValues) -> int:
         time.time() - start,
         os.path.join(fv.output, MANIFEST_NAME),
     )
-    return 0
+    # The shards hold every usable image; the exit code still says that some input was not used.
+    return 1 if manifest["skipped"] else 0

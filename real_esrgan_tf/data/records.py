@@ -57,13 +57,18 @@ def _image_features(prefix: str, crop: CropRecord) -> dict:
 
 
 def build_example(gt: CropRecord, lq: CropRecord | None = None) -> bytes:
-    """Serialized tf.train.Example: `image/*` for the (GT) crop, `lq/*` too in paired mode."""
+    """Serialized tf.train.Example: `image/*` for the (GT) crop, `lq/*` too in paired mode.
+
+    Keys sorted (`deterministic=True`): protobuf's map order otherwise changes from one process to the
+    next, so two runs of `prepare` (or a resumed one) would write different bytes for the same crops.
+    """
     import tensorflow as tf
 
     features = _image_features("image", gt)
     if lq is not None:
         features.update(_image_features("lq", lq))
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)
 
 
 class RecordStatus(enum.IntEnum):
