@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -130,21 +131,95 @@ def test_gt_size_must_fit_rrdbnet_pixel_unshuffle():
     assert c.degradation.gt_size == 260
 
 
+def _basicsr_learning_rates(base_lr, milestones, gamma, iterations):
+    """BasicSR's loop in PyTorch: `update_learning_rate(current_iter)` (MultiStepLR stepped when
+    current_iter > 1) before `optimize_parameters`, current_iter = 1, 2, ...: the LR iteration k runs at."""
+    torch = pytest.importorskip("torch")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma)
+    rates = []
+    for current_iter in range(1, iterations + 1):
+        if current_iter > 1:
+            with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": no step here
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    return rates
+
+
 def test_learning_rate_schedule_matches_basicsr_multistep():
-    """BasicSR: iteration k (1-based) runs at gamma ** #{milestones <= k - 1} (MultiStepLR stepped
-    before every iteration but the first); a repeated milestone decays twice (Counter)."""
+    """Iteration k (1-based; the trainer's `step` is k - 1 while it runs) uses gamma ** #{milestones
+    <= k - 1}: milestone m is the last iteration at the old rate, m + 1 the first at the decayed one.
+    A repeated milestone decays twice (Counter). The optimizer's own `iterations` plays no part."""
     from real_esrgan_tf.training.loop import make_optimizer
 
     config = load_pipeline("realesrnet_x4plus", ["optimizer.g_lr=1.0", "optimizer.milestones=[3, 5, 5]"])
-    optimizer = make_optimizer(config, "g")
+    step = keras.Variable(0, dtype="int64", trainable=False)
+    optimizer = make_optimizer(config, "g", step)
     optimizer.build([keras.Variable(0.0)])
     rates = []
     for k in range(1, 9):
-        optimizer.iterations.assign(k - 1)  # what Keras' iterations reads during iteration k
+        step.assign(k - 1)  # the trainer's step while it runs iteration k
         rates.append(float(optimizer.learning_rate))
     assert rates == [1.0, 1.0, 1.0, 0.5, 0.5, 0.125, 0.125, 0.125]
+    assert rates == _basicsr_learning_rates(1.0, (3, 5, 5), 0.5, 8)
+    optimizer.iterations.assign(0)  # e.g. updates skipped by the loss scaling: the rate does not care
+    assert float(optimizer.learning_rate) == 0.125
     with pytest.raises(ConfigError, match=r"optimizer.milestones: \(0,\) must be iterations >= 1"):
         load_pipeline("realesrnet_x4plus", ["optimizer.milestones=[0]"])
+
+
+def test_learning_rate_follows_the_training_step_when_mixed_float16_skips_updates(tmp_path):
+    """mixed_float16: a non-finite gradient (NaN in the LQ of iteration 2) makes both LossScaleOptimizers
+    skip their update, so their `iterations` fall one behind. BasicSR steps its scheduler once per
+    iteration whatever happens: with milestone 3, iterations 4 and 5 must run at lr * 0.5 for G and D,
+    and each step reports the rate it used. (Graph mode; the XLA step is checked with a milestone in
+    test_mixed_precision_steps_are_finite_with_float32_weights.)"""
+    config = load_pipeline(
+        "smoke_cpu",
+        [
+            "train.precision=mixed_float16",
+            'train.data="paired"',
+            "losses.perceptual_weight=0.0",
+            "optimizer.milestones=[3]",
+            "optimizer.gamma=0.5",
+        ],
+    )
+    run = build_run(config, str(tmp_path))
+    trainer = run.trainer
+    batches = [_paired_batch(i) for i in range(5)]
+    lq = batches[1]["lq"].numpy()
+    lq[0, 3, 3, 0] = np.nan  # iteration 2: G's and D's gradients are NaN -> both updates skipped
+    batches[1]["lq"] = tf.constant(lq)
+    data = iter(
+        tf.data.Dataset.from_tensor_slices({k: tf.stack([b[k] for b in batches]) for k in ("gt", "lq")})
+    )
+    step = make_train_function(trainer, run.strategy, jit_compile=False)
+    g_lr, d_lr = config.optimizer.g_lr, config.optimizer.d_lr
+    official_g = _basicsr_learning_rates(g_lr, (3,), 0.5, 6)
+    official_d = _basicsr_learning_rates(d_lr, (3,), 0.5, 6)
+    logged = []
+    for k in range(1, 6):
+        metrics = {name: float(v) for name, v in step(data).items()}
+        assert math.isfinite(metrics["l_g_pix"]) == (k != 2), (k, metrics)
+        # the rate the next iteration will use, whatever the optimizers' own counters say
+        assert float(trainer.g_optimizer.learning_rate) == pytest.approx(official_g[k], rel=1e-6), k
+        assert float(trainer.d_optimizer.learning_rate) == pytest.approx(official_d[k], rel=1e-6), k
+        logged.append((metrics["g_learning_rate"], metrics["d_learning_rate"]))
+    assert int(trainer.step.numpy()) == 5
+    # the skip did happen: 4 applied updates each, loss scale halved once
+    assert int(trainer.g_optimizer.iterations.numpy()) == int(trainer.d_optimizer.iterations.numpy()) == 4
+    assert (
+        float(trainer.g_optimizer.dynamic_scale.numpy())
+        == float(trainer.d_optimizer.dynamic_scale.numpy())
+        == 2.0**14
+    )
+    assert logged == [
+        pytest.approx((g, d), rel=1e-6) for g, d in zip(official_g[:5], official_d[:5], strict=True)
+    ]
+    assert [g for g, _ in logged] == pytest.approx([g_lr] * 3 + [g_lr * 0.5] * 2, rel=1e-6)
+    models = (trainer.generator, trainer.discriminator, trainer.ema_generator)
+    assert all(np.isfinite(w.numpy()).all() for m in models for w in m.weights)
 
 
 def test_monitoring_intervals_must_be_positive():
@@ -289,6 +364,7 @@ def test_mixed_precision_steps_are_finite_with_float32_weights(precision, jit_co
             f"train.precision={precision}",
             'train.data="paired"',
             "losses.perceptual_layer_weights={conv1_2 = 0.1}",
+            "optimizer.milestones=[1]",  # iteration 1 at lr, 2 at lr / 2 (schedule read from the step)
         ],
     )
     run = build_run(config, str(tmp_path))
@@ -299,9 +375,11 @@ def test_mixed_precision_steps_are_finite_with_float32_weights(precision, jit_co
     )
     data = iter(tf.data.Dataset.from_tensors(_paired_batch(0)).repeat())
     step = make_train_function(trainer, run.strategy, jit_compile=jit_compile)
-    for _ in range(2):
+    for i in range(2):
         metrics = {k: float(v) for k, v in step(data).items()}
         assert all(math.isfinite(v) for v in metrics.values()), metrics
+        rates = (metrics["g_learning_rate"], metrics["d_learning_rate"])
+        assert rates == pytest.approx((config.optimizer.g_lr / 2**i, config.optimizer.d_lr / 2**i), rel=1e-6)
     models = (trainer.generator, trainer.discriminator, trainer.ema_generator)
     assert all(w.dtype == "float32" for m in models for w in m.weights)
     assert not np.allclose(trainer.ema_generator.weights[0].numpy(), trainer.generator.weights[0].numpy())
@@ -338,8 +416,11 @@ def test_discriminator_starts_from_an_official_netd_pth(tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory, photos):
-    """The smoke recipe with the real degradation, its step traced once (graph mode)."""
-    config = load_pipeline("smoke_cpu")
+    """The smoke recipe with the real degradation, its step traced once (graph mode).
+
+    A milestone past the end puts the learning-rate schedule (read from the trainer's step) in the
+    traced step, so the XLA and GPU-kernel checks cover it; the rate stays constant."""
+    config = load_pipeline("smoke_cpu", ["optimizer.milestones=[1000]"])
     run = build_run(config, str(tmp_path_factory.mktemp("smoke")))
     crops = (
         np.stack(

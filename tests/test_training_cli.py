@@ -166,6 +166,38 @@ def _summary_tags(model_dir):
     return tags
 
 
+def _summary_values(model_dir, tag):
+    """{step: value} of a scalar summary over every event file of the run (resumed runs add files)."""
+    values = {}
+    for name in os.listdir(os.path.join(model_dir, "logs")):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(model_dir, "logs", name)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
+def test_logged_learning_rate_is_the_one_the_step_used_across_a_resume(paired_shards, tmp_path):
+    """BasicSR logs `lrs` after `optimize_parameters`, so iteration k logs the rate it ran at. Milestone 2:
+    iterations 1 and 2 run (and log) lr, 3 and 4 lr * gamma, here with the run stopped after 2
+    (checkpoint) and resumed from its folder, as an uninterrupted run would."""
+    overrides = [*OVERRIDES, "optimizer.milestones=[2]", "optimizer.gamma=0.5"]
+    model_dir = str(tmp_path / "run")
+    lines = []
+    for _ in range(2):  # 2 steps and a checkpoint at the end, build again from the folder: 2 more
+        run = build_run(load_pipeline("smoke_cpu", overrides), model_dir)
+        train(run, paired_shards, model_dir, max_steps=2, print_fn=lines.append)
+    assert run.start_step == 2
+    lr = run.config.optimizer.g_lr
+    assert _summary_values(model_dir, "g_learning_rate") == pytest.approx(
+        {1: lr, 2: lr, 3: lr * 0.5, 4: lr * 0.5}, rel=1e-6
+    )
+    for step, rate in ((2, lr), (3, lr * 0.5)):  # the progress line too
+        line = next(line for line in lines if line.startswith(f"step {step}/"))
+        assert f"g_learning_rate {rate:.4g} " in line, line
+    assert float(run.trainer.g_optimizer.learning_rate) == pytest.approx(lr * 0.5, rel=1e-6)
+
+
 def test_image_summaries_follow_image_every_steps_without_validation(paired_shards, tmp_path):
     """LQ | SR | GT strips every `image_every_steps` even with no validation set (a fixed batch)."""
     model_dir = str(tmp_path / "run")

@@ -215,8 +215,8 @@ def build_run(
             pool_sharpened_gt=t.stage is Stage.REALESRNET,
         )
         trainer.compile(
-            make_optimizer(config, "g"),
-            make_optimizer(config, "d") if discriminator else None,
+            make_optimizer(config, "g", trainer.step),
+            make_optimizer(config, "d", trainer.step) if discriminator else None,
             jit_model_step=t.xla is XlaScope.MODEL_STEP,
         )
         trainer.build_state(
@@ -234,18 +234,66 @@ def build_run(
     return TrainingRun(config, strategy, trainer, ckpt, start)
 
 
-def make_optimizer(config: PipelineConfig, which: str):
+class MultiStepLR(keras.optimizers.schedules.LearningRateSchedule):
+    """BasicSR's MultiStepRestartLR (no restarts) as a function of the training step.
+
+    BasicSR calls `update_learning_rate(current_iter)` (MultiStepLR stepped when current_iter > 1)
+    before `optimize_parameters`, current_iter = 1, 2, ...: iteration k runs at
+    lr * gamma ** #{milestones <= k - 1}. A milestone m is the last iteration at the old rate, m + 1 the
+    first at the decayed one; a repeated milestone decays twice (Counter). `step` is k - 1: the number
+    of iterations done before, i.e. the trainer's `step` while it runs iteration k.
+    """
+
+    def __init__(self, initial_learning_rate: float, milestones, gamma: float):
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.milestones = tuple(int(m) for m in milestones)
+        self.gamma = float(gamma)
+
+    def __call__(self, step):
+        values = [self.initial_learning_rate * self.gamma**i for i in range(len(self.milestones) + 1)]
+        if not self.milestones:
+            return tf.constant(values[0], tf.float32)
+        step = tf.cast(tf.convert_to_tensor(step), tf.int64)
+        passed = tf.reduce_sum(tf.cast(step >= tf.constant(self.milestones, tf.int64), tf.int32))
+        return tf.gather(tf.constant(values, tf.float32), passed)
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "milestones": list(self.milestones),
+            "gamma": self.gamma,
+        }
+
+
+class TrainingStepLR:
+    """A learning rate Keras evaluates when the optimizer applies an update: `schedule(step)`.
+
+    A zero-argument callable (Keras' `learning_rate=callable`), bound to the trainer's iteration counter
+    instead of the optimizer's `iterations`: under mixed_float16 `LossScaleOptimizer` skips updates with
+    non-finite gradients and the inner optimizer's `iterations` stays put, so a schedule driven by it
+    would fall behind the training iteration. BasicSR steps its scheduler once per iteration, whatever
+    happens. The step is checkpointed, so a resumed run continues with the same rate. Not trackable:
+    the optimizer adds no checkpoint dependency for it.
+    """
+
+    def __init__(self, schedule, step):
+        self.schedule = schedule
+        self.step = step
+
+    def __call__(self):
+        return self.schedule(self.step)
+
+
+def make_optimizer(config: PipelineConfig, which: str, step):
+    """Adam (+ LossScaleOptimizer under mixed_float16) for G (`which` "g") or D ("d").
+
+    step: the trainer's iteration counter (`RealESRGANTrainer.step`); with milestones the learning
+    rate is `MultiStepLR(step)`, read when the optimizer applies its update.
+    """
     o = config.optimizer
     lr = o.g_lr if which == "g" else o.d_lr
-    schedule = lr
-    if o.milestones:
-        # BasicSR steps MultiStepLR before every iteration but the first, so iteration k (1-based)
-        # runs at gamma ** #{milestones <= k - 1}. Keras evaluates the schedule at `iterations` = k - 1
-        # and PiecewiseConstantDecay switches *after* a boundary: boundary = milestone - 1.
-        values = [lr * o.gamma**i for i in range(len(o.milestones) + 1)]
-        boundaries = [m - 1 for m in o.milestones]
-        schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    optimizer = keras.optimizers.Adam(schedule, beta_1=o.beta_1, beta_2=o.beta_2, name=f"{which}_adam")
+    learning_rate = TrainingStepLR(MultiStepLR(lr, o.milestones, o.gamma), step) if o.milestones else lr
+    optimizer = keras.optimizers.Adam(learning_rate, beta_1=o.beta_1, beta_2=o.beta_2, name=f"{which}_adam")
     if config.train.precision is Precision.MIXED_FLOAT16:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{which}_loss_scale")
     return optimizer
@@ -307,12 +355,11 @@ def preview_batch(config: PipelineConfig, trainer: RealESRGANTrainer, data: str,
     return lq, gt
 
 
-def _optimizer_scalars(optimizer, prefix):
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    out = {f"{prefix}_learning_rate": float(keras.ops.convert_to_numpy(inner.learning_rate))}
+def _loss_scale_scalars(optimizer, prefix):
+    """The loss scale after the step (the learning rates come with the step's metrics: the ones it used)."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        out[f"{prefix}_loss_scale"] = float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))
-    return out
+        return {f"{prefix}_loss_scale": float(keras.ops.convert_to_numpy(optimizer.dynamic_scale))}
+    return {}
 
 
 def train(
@@ -352,9 +399,9 @@ def train(
             now = time.monotonic()
             scalars = dict(values, steps_per_second=(step - last_step) / max(now - last_time, 1e-9))
             last_time, last_step = now, step
-            scalars.update(_optimizer_scalars(trainer.g_optimizer, "g"))
+            scalars.update(_loss_scale_scalars(trainer.g_optimizer, "g"))
             if trainer.d_optimizer is not None:
-                scalars.update(_optimizer_scalars(trainer.d_optimizer, "d"))
+                scalars.update(_loss_scale_scalars(trainer.d_optimizer, "d"))
             summaries.scalars(step, scalars)
             print_fn(progress.update(step, values))
             if not all(np.isfinite(v) for v in values.values()):

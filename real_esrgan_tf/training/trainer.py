@@ -159,7 +159,11 @@ class RealESRGANTrainer(keras.Model):
         return self._optimize_fn(lq, gt, gt_usm)
 
     def optimize(self, lq, gt, gt_usm):
-        """G step, D step, EMA and step += 1 on a prepared batch -> metrics (float32 scalars)."""
+        """G step, D step, EMA and step += 1 on a prepared batch -> metrics (float32 scalars).
+
+        The metrics include `g_learning_rate` / `d_learning_rate`: the rates this step's updates used
+        (as BasicSR logs them after `optimize_parameters`), not the next step's.
+        """
         w = self.loss_weights
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         metrics = {}
@@ -181,6 +185,7 @@ class RealESRGANTrainer(keras.Model):
                 g_total += w.gan * l_gan
                 metrics["l_g_gan"] = l_gan
             g_loss = self._scale(self.g_optimizer, g_total / replicas)
+        g_lr = self._learning_rate(self.g_optimizer)  # read before `apply`: the rate this step uses
         self.g_optimizer.apply(tape.gradient(g_loss, g_vars), g_vars)
         metrics["l_g_total"] = g_total
 
@@ -193,6 +198,7 @@ class RealESRGANTrainer(keras.Model):
                 fake_logits = self.discriminator(tf.stop_gradient(sr), training=True)
                 l_d_real, l_d_fake = losses.gan_loss_discriminator(real_logits, fake_logits)
                 d_loss = self._scale(self.d_optimizer, (l_d_real + l_d_fake) / replicas)
+            d_lr = self._learning_rate(self.d_optimizer)
             self.d_optimizer.apply(tape.gradient(d_loss, d_vars), d_vars)
             metrics.update(
                 l_d_real=l_d_real,
@@ -200,6 +206,9 @@ class RealESRGANTrainer(keras.Model):
                 out_d_real=tf.reduce_mean(real_logits),
                 out_d_fake=tf.reduce_mean(fake_logits),
             )
+        metrics["g_learning_rate"] = g_lr
+        if self.discriminator is not None:
+            metrics["d_learning_rate"] = d_lr
 
         self._update_ema()
         self.step.assign_add(1)
@@ -213,6 +222,11 @@ class RealESRGANTrainer(keras.Model):
             for e, v in zip(self.ema_generator.weights, self.generator.weights, strict=True)
             if id(v) in trainable
         ]
+
+    @staticmethod
+    def _learning_rate(optimizer):
+        """The optimizer's current learning rate (a schedule evaluated now), float32."""
+        return tf.cast(optimizer.learning_rate, tf.float32)
 
     @staticmethod
     def _scale(optimizer, loss):
