@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(wildcard real_esrgan_tf tests benchmarks pipelines)
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf $(VENV) results
