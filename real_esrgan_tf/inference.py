@@ -21,7 +21,13 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from real_esrgan_tf.tiling import pad_to_window, plan_tiles, round_up, scale_alignment
+from real_esrgan_tf.tiling import (
+    pad_to_window,
+    plan_tiles,
+    reflect_pad_to_multiple,
+    round_up,
+    scale_alignment,
+)
 
 # ITU-R BT.601 luma, as cv2.COLOR_BGR2GRAY which the official code uses for gray and alpha outputs.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -409,9 +415,7 @@ class Upscaler:
         # Two separate reflections at the bottom/right, as the official code (not one of pad + mod:
         # the second reflects the first's padding).
         padded = np.pad(image, ((0, pad), (0, pad), (0, 0)), mode="reflect") if pad else image
-        mod_h, mod_w = -padded.shape[0] % self.align, -padded.shape[1] % self.align
-        if mod_h or mod_w:
-            padded = np.pad(padded, ((0, mod_h), (0, mod_w), (0, 0)), mode="reflect")
+        padded = reflect_pad_to_multiple(padded, self.align)
         import tensorflow as tf
 
         while True:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from real_esrgan_tf.tiling import pad_to_window, scale_alignment
+from real_esrgan_tf.tiling import pad_to_window, reflect_pad_to_multiple, scale_alignment
 
 
 def _interpreter_module():
@@ -140,9 +140,7 @@ class TFLiteGenerator:
         image = lr[0]
         h, w = image.shape[:2]
         size, s = self.tile_size, self.scale
-        mod_h, mod_w = -h % self.align, -w % self.align
-        if mod_h or mod_w:
-            image = np.pad(image, [(0, mod_h), (0, mod_w), (0, 0)], mode="reflect")
+        image = reflect_pad_to_multiple(image, self.align)
         if image.shape[0] < size or image.shape[1] < size:  # the Upscaler's padding up to its window
             image = pad_to_window(image, (max(size, image.shape[0]), max(size, image.shape[1])))
         ph, pw = image.shape[:2]

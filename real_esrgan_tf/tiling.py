@@ -91,6 +91,20 @@ def plan_tiles(
     return TilePlan(win_h, win_w, tiles)
 
 
+def reflect_pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """(..., h, w, C) -> H and W reflect-padded at the bottom/right up to multiples of `multiple`.
+
+    The official mod_pad before RRDBNet x2 / x1 (pixel-unshuffle by 2 / 4). numpy's 'reflect' repeats
+    the reflection, so any side works, even 1 pixel (TF's MirrorPad refuses pads >= the side).
+    """
+    h, w = image.shape[-3:-1]
+    mod_h, mod_w = -h % multiple, -w % multiple
+    if not (mod_h or mod_w):
+        return image
+    pads = [(0, 0)] * (image.ndim - 3) + [(0, mod_h), (0, mod_w), (0, 0)]
+    return np.pad(image, pads, mode="reflect")
+
+
 def pad_to_window(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(..., h, w, C) -> (..., H, W, C), padded at the bottom/right up to `size` = (H, W) >= (h, w).
 

@@ -15,7 +15,7 @@ from real_esrgan_tf.inference import (
     resize_planes,
 )
 from real_esrgan_tf.models import PixelShuffle, RRDBNet, SRVGGNetCompact
-from real_esrgan_tf.tiling import plan_tiles
+from real_esrgan_tf.tiling import plan_tiles, reflect_pad_to_multiple
 
 
 def psnr(a, b, peak=255.0):
@@ -407,3 +407,17 @@ def test_denoise_blend_interpolates_weights():
 def test_rejects_unsupported_arrays(bad):
     with pytest.raises(ValueError):
         Upscaler(nearest_model()).upscale(bad)
+
+
+def test_reflect_pad_to_multiple_mirrors_without_repeating_the_edge():
+    """The official mod_pad: reflect (edge not repeated) at the bottom/right; any side, even 1 px."""
+    row = np.arange(5, dtype=np.float32).reshape(1, 5, 1)  # (h=1, w=5, C=1)
+    padded = reflect_pad_to_multiple(row, 4)
+    assert padded.shape == (4, 8, 1)
+    np.testing.assert_array_equal(padded[0, :, 0], [0, 1, 2, 3, 4, 3, 2, 1])
+    np.testing.assert_array_equal(padded[:, :5, 0], np.repeat(row[..., 0], 4, axis=0))  # 1 px: repeated
+    batch = np.arange(2 * 3 * 2 * 3, dtype=np.float32).reshape(2, 3, 2, 3)  # (B, h=3, w=2, C)
+    padded = reflect_pad_to_multiple(batch, 2)
+    assert padded.shape == (2, 4, 2, 3)
+    np.testing.assert_array_equal(padded[:, 3], batch[:, 1])  # row 3 mirrors row 1
+    assert reflect_pad_to_multiple(padded, 2) is padded  # already a multiple: no copy

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from real_esrgan_tf.models.layers import input_multiple
+from real_esrgan_tf.tiling import reflect_pad_to_multiple
 
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
 
@@ -53,8 +54,7 @@ def validate(generator, dataset, scale: int, max_images: int) -> dict[str, float
     for batch in dataset.take(max_images):
         lq = batch["lq"].numpy()
         h, w = lq.shape[1:3]
-        if h % factor or w % factor:  # numpy's reflect repeats itself: any side, even 1 pixel, works
-            lq = np.pad(lq, [(0, 0), (0, -h % factor), (0, -w % factor), (0, 0)], mode="reflect")
+        lq = reflect_pad_to_multiple(lq, factor)
         sr = generator(lq, training=False).numpy()[:, : h * scale, : w * scale]
         sr = np.clip(sr.astype(np.float32), 0.0, 1.0)
         for s, g in zip(sr, batch["gt"].numpy(), strict=True):
