@@ -1,8 +1,9 @@
 """Upscales a video: decode -> batched upscale -> encode in overlapping threads, in resumable segments.
 
-The official Real-ESRGAN video script pipes single frames through an external ffmpeg and re-encodes the sound;
-here every frame keeps its presentation timestamp, audio/subtitles are copied packet for packet, frames of equal
-size run as one batch, and finished segments survive a crash (the next run resumes after the last one).
+The official Real-ESRGAN video script pipes single frames through an external ffmpeg and re-encodes the
+sound; here every frame keeps its presentation timestamp, audio/subtitles are copied packet for packet,
+frames of equal size run as one batch, and finished segments survive a crash (the next run resumes after
+the last one).
 
 Threads: one decoder, one upscale worker per upscaler (one per accelerator), and the encoder on the calling
 thread. Queues between them hold at most `queue_batches` batches, so memory stays bounded for any length.
@@ -29,8 +30,23 @@ import numpy as np
 from real_esrgan_tf.serve import video_io
 from real_esrgan_tf.serve.video_io import Colour, EncodeSettings, VideoError
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".ts", ".m2ts", ".mts", ".flv", ".wmv",
-                    ".mpg", ".mpeg", ".3gp", ".ogv")
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".m4v",
+    ".mkv",
+    ".webm",
+    ".mov",
+    ".avi",
+    ".ts",
+    ".m2ts",
+    ".mts",
+    ".flv",
+    ".wmv",
+    ".mpg",
+    ".mpeg",
+    ".3gp",
+    ".ogv",
+)
 
 
 class FrameUpscaler(Protocol):
@@ -70,9 +86,13 @@ _END = object()
 
 def list_videos(folder: str) -> list[str]:
     """Video files (by extension) directly in `folder`, sorted; hidden files are skipped."""
-    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                  if not n.startswith(".") and n.lower().endswith(VIDEO_EXTENSIONS)
-                  and os.path.isfile(os.path.join(folder, n)))
+    return sorted(
+        os.path.join(folder, n)
+        for n in os.listdir(folder)
+        if not n.startswith(".")
+        and n.lower().endswith(VIDEO_EXTENSIONS)
+        and os.path.isfile(os.path.join(folder, n))
+    )
 
 
 def work_dir_for(output: str) -> str:
@@ -81,9 +101,17 @@ def work_dir_for(output: str) -> str:
     return os.path.join(head, f".{tail}.parts")
 
 
-def upscale_video(input_path: str, output_path: str, upscalers: Sequence[FrameUpscaler],
-                  settings: EncodeSettings = EncodeSettings(), *, fingerprint: str = "", progress: bool = False,
-                  queue_batches: int = 2, keep_work: bool = False) -> VideoResult:
+def upscale_video(
+    input_path: str,
+    output_path: str,
+    upscalers: Sequence[FrameUpscaler],
+    settings: EncodeSettings | None = None,
+    *,
+    fingerprint: str = "",
+    progress: bool = False,
+    queue_batches: int = 2,
+    keep_work: bool = False,
+) -> VideoResult:
     """Upscales `input_path` into `output_path` (written atomically; the input is only read).
 
     Args:
@@ -94,6 +122,7 @@ def upscale_video(input_path: str, output_path: str, upscalers: Sequence[FrameUp
       VideoError: the input is not a usable video, or the output cannot be written.
     """
     began = time.perf_counter()
+    settings = settings or EncodeSettings()
     if not upscalers:
         raise ValueError("need at least one upscaler")
     if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
@@ -117,8 +146,20 @@ def upscale_video(input_path: str, output_path: str, upscalers: Sequence[FrameUp
     root, ext = os.path.splitext(tail)
     tmp = os.path.join(head, f".{root}.tmp{ext}")
     try:
-        warnings += video_io.mux_output(input_path, segments, tmp, out_format, settings, run.out_size, pix_fmt,
-                                        run.rate, run.colour, run.display_matrix, settings.start)
+        warnings += video_io.mux_output(
+            input_path,
+            segments,
+            tmp,
+            out_format,
+            settings,
+            run.out_size,
+            pix_fmt,
+            run.rate,
+            run.colour,
+            run.display_matrix,
+            run.shift,
+            run.end,
+        )
         os.replace(tmp, output_path)
     except av.FFmpegError as exc:
         raise VideoError(output_path, f"cannot write the output ({exc})") from None
@@ -127,8 +168,15 @@ def upscale_video(input_path: str, output_path: str, upscalers: Sequence[FrameUp
             os.remove(tmp)
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
-    return VideoResult(output_path, run.frames, run.upscaled, len(done & set(range(run.segments))),
-                       time.perf_counter() - began, run.peak_in_flight, warnings)
+    return VideoResult(
+        output_path,
+        run.frames,
+        run.upscaled,
+        len(done & set(range(run.segments))),
+        time.perf_counter() - began,
+        run.peak_in_flight,
+        warnings,
+    )
 
 
 def _segment_path(work: str, g: int) -> str:
@@ -139,9 +187,15 @@ def _prepare_work(input_path, output_path, settings, fingerprint, pix_fmt) -> st
     """Creates (or reuses) the work folder; finished segments of other inputs/settings are discarded."""
     work = work_dir_for(output_path)
     st = os.stat(input_path)
-    manifest = {"input": os.path.abspath(input_path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "settings": {k: str(v) for k, v in dataclasses.asdict(settings).items()},
-                "pix_fmt": pix_fmt, "model": hashlib.sha256(fingerprint.encode()).hexdigest(), "av": av.__version__}
+    manifest = {
+        "input": os.path.abspath(input_path),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "settings": {k: str(v) for k, v in dataclasses.asdict(settings).items()},
+        "pix_fmt": pix_fmt,
+        "model": hashlib.sha256(fingerprint.encode()).hexdigest(),
+        "av": av.__version__,
+    }
     path = os.path.join(work, "manifest.json")
     if os.path.isdir(work):
         try:
@@ -164,8 +218,9 @@ def _prepare_work(input_path, output_path, settings, fingerprint, pix_fmt) -> st
 class _Run:
     """One pass over the input: decoder thread -> upscale workers -> encoder (calling thread)."""
 
-    def __init__(self, path, settings: EncodeSettings, upscalers, work, done, pix_fmt, queue_batches, info,
-                 progress):
+    def __init__(
+        self, path, settings: EncodeSettings, upscalers, work, done, pix_fmt, queue_batches, info, progress
+    ):
         self.path, self.settings, self.upscalers, self.work, self.done = path, settings, upscalers, work, done
         self.pix_fmt, self.info, self.progress = pix_fmt, info, progress
         # 10-bit in or out: upscale in 16-bit RGB so no depth is lost on either side.
@@ -183,12 +238,16 @@ class _Run:
         self.out_size = (0, 0)
         self.rate = settings.fps or info.rate
         self.time_base = Fraction(1) / settings.fps if settings.fps else info.time_base
+        self.shift = 0.0  # seconds cut from the front (--start): every stream moves by it
+        self.end = None  # absolute seconds where --end cuts the copied streams
         self._ready = threading.Event()  # first frame seen: colour, size and display matrix known
 
     # ---------------------------------------------------------------- threads
     def execute(self) -> None:
         threads = [threading.Thread(target=self._guard, args=(self._decode,), daemon=True)]
-        threads += [threading.Thread(target=self._guard, args=(self._work, u), daemon=True) for u in self.upscalers]
+        threads += [
+            threading.Thread(target=self._guard, args=(self._work, u), daemon=True) for u in self.upscalers
+        ]
         for t in threads:
             t.start()
         try:
@@ -250,13 +309,18 @@ class _Run:
         last = final or (pending[-1][0] + 1) % self.settings.segment_frames == 0
         pixels = None
         if g not in self.done:
-            pixels = np.stack([video_io.frame_to_rgb(f, self.rgb, (self.info.width, self.info.height))
-                               for _, f, _, _ in pending])
+            pixels = np.stack(
+                [
+                    video_io.frame_to_rgb(f, self.rgb, (self.info.width, self.info.height))
+                    for _, f, _, _ in pending
+                ]
+            )
         with self._lock:
             self.in_flight += len(pending)
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        return _Batch(seq, g, [p[0] for p in pending], [p[2] for p in pending], [p[3] for p in pending], pixels,
-                      last)
+        return _Batch(
+            seq, g, [p[0] for p in pending], [p[2] for p in pending], [p[3] for p in pending], pixels, last
+        )
 
     def _frames(self) -> Iterator[tuple[int, av.VideoFrame, int, int]]:
         """(output index, frame, output pts, duration) after the time range and --fps resampling."""
@@ -270,7 +334,9 @@ class _Run:
             stream.thread_type = "AUTO"
             tb = stream.time_base
             t0 = video_io._first_time(container, stream)
-            shift = round(s.start / tb) if s.start else 0
+            first_pts = None
+            if s.end is not None:
+                self.end = t0 + s.end
             k = 0
             prev = None  # (frame, pts) for --fps
             last_pts = None
@@ -280,8 +346,11 @@ class _Run:
                     if self.stop.is_set():
                         return
                     decoded += 1
-                    pts = frame.pts if frame.pts is not None else (
-                        (last_pts or 0) + int(round(1 / ((self.info.rate or 25) * tb))))
+                    pts = (
+                        frame.pts
+                        if frame.pts is not None
+                        else ((last_pts or 0) + int(round(1 / ((self.info.rate or 25) * tb))))
+                    )
                     last_pts = pts
                     seconds = float(pts * tb) - t0
                     if seconds < s.start - 1e-9:
@@ -289,9 +358,12 @@ class _Run:
                     if s.end is not None and seconds >= s.end - 1e-9:
                         break
                     self._first_frame(frame)
+                    if first_pts is None and s.start:
+                        first_pts = pts if s.fps is None else 0
+                        self.shift = float(pts * tb) if s.fps is None else t0 + s.start
                     if s.fps is None:
                         duration = frame.duration or int(round(1 / ((self.info.rate or 25) * tb)))
-                        yield k, frame, pts - shift, duration
+                        yield k, frame, pts - (first_pts or 0), duration
                         k += 1
                         continue
                     slot = round((seconds - s.start) * s.fps)
@@ -309,7 +381,9 @@ class _Run:
                         yield k, prev, k, 1
                         k += 1
             except av.FFmpegError as exc:
-                raise VideoError(self.path, f"undecodable video frame after frame {decoded} ({exc})") from None
+                raise VideoError(
+                    self.path, f"undecodable video frame after frame {decoded} ({exc})"
+                ) from None
             if decoded == 0:
                 raise VideoError(self.path, "no decodable video frames")
 
@@ -376,10 +450,17 @@ class _Run:
             if b.pixels.shape[1:3] != (self.out_size[1], self.out_size[0]):
                 raise RuntimeError(f"upscaler returned {b.pixels.shape[1:3]}, expected {self.out_size[::-1]}")
             if writer is None:
-                writer = video_io.SegmentWriter(_segment_path(self.work, b.segment), self.settings,
-                                                self.out_size[0], self.out_size[1], self.pix_fmt, self.time_base,
-                                                self.rate, self.colour)
-            for pixels, pts, duration in zip(b.pixels, b.pts, b.duration):
+                writer = video_io.SegmentWriter(
+                    _segment_path(self.work, b.segment),
+                    self.settings,
+                    self.out_size[0],
+                    self.out_size[1],
+                    self.pix_fmt,
+                    self.time_base,
+                    self.rate,
+                    self.colour,
+                )
+            for pixels, pts, duration in zip(b.pixels, b.pts, b.duration, strict=True):
                 writer.encode(pixels, pts, duration)
             self.upscaled += len(b.index)
         with self._lock:

@@ -1,12 +1,12 @@
 """Video containers through PyAV: probing, RGB <-> coded frames, segment files and the final mux.
 
-The picture is decoded to RGB (8-bit -> uint8 rgb24, deeper -> uint16 rgb48le), upscaled elsewhere and encoded
-back with the input's colour matrix, range, primaries and transfer. Everything else (audio, subtitles, chapters,
-container tags, the display matrix) is copied without re-encoding in `mux_output`.
+The picture is decoded to RGB (8-bit -> uint8 rgb24, deeper -> uint16 rgb48le), upscaled elsewhere and
+encoded back with the input's colour matrix, range, primaries and transfer. Everything else (audio,
+subtitles, chapters, container tags, the display matrix) is copied without re-encoding in `mux_output`.
 
-Encoded video is kept between runs as *segment files*: a small header plus the encoder's packets with their exact
-timestamps. They are concatenated without re-encoding at the end (each segment starts with a fresh encoder, so a
-keyframe, and the same settings give the same codec extradata, which is checked).
+Encoded video is kept between runs as *segment files*: a small header plus the encoder's packets with their
+exact timestamps. They are concatenated without re-encoding at the end (each segment starts with a fresh
+encoder, so a keyframe, and the same settings give the same codec extradata, which is checked).
 """
 
 from __future__ import annotations
@@ -27,9 +27,23 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mkv": "matroska", ".webm": "webm",
 CODECS = ("libx264", "libx265", "libsvtav1", "ffv1")
 CODEC_IDS = {"libx264": "h264", "libx265": "hevc", "libsvtav1": "av1", "ffv1": "ffv1"}
 # Tags that the muxer writes itself (or that describe the old file) and must not be copied over.
-_OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "duration", "creation_time",
-             "rotate", "bps", "number_of_frames", "number_of_bytes", "_statistics_tags",
-             "_statistics_writing_app", "_statistics_writing_date_utc", "handler_name", "vendor_id"}
+_OWN_TAGS = {
+    "encoder",
+    "major_brand",
+    "minor_version",
+    "compatible_brands",
+    "duration",
+    "creation_time",
+    "rotate",
+    "bps",
+    "number_of_frames",
+    "number_of_bytes",
+    "_statistics_tags",
+    "_statistics_writing_app",
+    "_statistics_writing_date_utc",
+    "handler_name",
+    "vendor_id",
+}
 # AVCOL_SPC_* (frame/stream tag) -> SWS_CS_* (swscale matrix); unspecified follows FFmpeg's BT.601 default.
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 _RANGE_MPEG, _RANGE_JPEG = 1, 2
@@ -58,7 +72,9 @@ class Colour:
 
     @classmethod
     def of(cls, frame: av.VideoFrame) -> Colour:
-        return cls(int(frame.colorspace), int(frame.color_range), int(frame.color_primaries), int(frame.color_trc))
+        return cls(
+            int(frame.colorspace), int(frame.color_range), int(frame.color_primaries), int(frame.color_trc)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +103,9 @@ class EncodeSettings:
 def container_format(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext not in CONTAINERS:
-        raise VideoError(path, f"unknown output extension {ext or '(none)'!r}; use one of {', '.join(CONTAINERS)}")
+        raise VideoError(
+            path, f"unknown output extension {ext or '(none)'!r}; use one of {', '.join(CONTAINERS)}"
+        )
     return CONTAINERS[ext]
 
 
@@ -107,7 +125,7 @@ def rgb_format(pix_fmt: str) -> str:
 
 def _family(pix_fmt: str) -> tuple[bool, int, int, bool]:
     """(rgb, chroma x shift, chroma y shift, deep) of a pixel format."""
-    fmt = av.VideoFormat(pix_fmt)
+    fmt = av.VideoFormat(pix_fmt, 16, 16)
     comps = fmt.components
     rgb = pix_fmt.startswith(("gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "x2rgb"))
     chroma = [c for c in comps if c.is_chroma]
@@ -119,21 +137,27 @@ def _family(pix_fmt: str) -> tuple[bool, int, int, bool]:
 
 
 def choose_pix_fmt(input_pix_fmt: str, codec: str) -> str:
-    """The encoder pixel format closest to the input's: same chroma layout and bit depth when the codec has it."""
+    """The encoder pixel format closest to the input's: same chroma layout and depth if the codec has it."""
     supported = [f.name for f in (av.Codec(codec, "w").video_formats or [])]
     if input_pix_fmt in supported:
         return input_pix_fmt
-    want = _family(av.VideoFormat(input_pix_fmt, 16, 16).name)
+    want = _family(input_pix_fmt)
     candidates = [f for f in supported if not av.VideoFormat(f).has_palette]
-    ranked = sorted(candidates, key=lambda f: _score(_family(av.VideoFormat(f, 16, 16).name), want, f))
+    ranked = sorted(candidates, key=lambda f: _score(_family(f), want, f))
     return ranked[0]
 
 
 def _score(have, want, name) -> tuple:
     rgb, sx, sy, deep = have
     # Keep depth first (10-bit stays 10-bit), then chroma layout; plain yuv before exotic layouts.
-    return (deep != want[3], rgb != want[0], abs(sx - want[1]) + abs(sy - want[2]),
-            not name.startswith(("yuv", "gbrp")), len(name), name)
+    return (
+        deep != want[3],
+        rgb != want[0],
+        abs(sx - want[1]) + abs(sy - want[2]),
+        not name.startswith(("yuv", "gbrp")),
+        len(name),
+        name,
+    )
 
 
 @dataclasses.dataclass
@@ -169,8 +193,17 @@ def probe(path: str) -> VideoInfo:
         elif container.duration is not None:
             duration = container.duration / av.time_base
         frames = stream.frames or (round(duration * rate) if duration and rate else 0)
-        return VideoInfo(path, cc.width, cc.height, cc.format.name, stream.time_base, rate, int(frames),
-                         duration, stream.index)
+        return VideoInfo(
+            path,
+            cc.width,
+            cc.height,
+            cc.format.name,
+            stream.time_base,
+            rate,
+            int(frames),
+            duration,
+            stream.index,
+        )
 
 
 def video_stream(container, path: str):
@@ -192,9 +225,13 @@ def frame_to_rgb(frame: av.VideoFrame, rgb_fmt: str, size: tuple[int, int] | Non
         out = frame.reformat(width=width, height=height, format=rgb_fmt)
     else:
         out = frame.reformat(
-            width=width, height=height, format=rgb_fmt, src_colorspace=_SWS_MATRIX.get(colour.space, 5),
+            width=width,
+            height=height,
+            format=rgb_fmt,
+            src_colorspace=_SWS_MATRIX.get(colour.space, 5),
             dst_colorspace=_SWS_MATRIX.get(colour.space, 5),
-            src_color_range=colour.range or _RANGE_MPEG, dst_color_range=_RANGE_JPEG,
+            src_color_range=colour.range or _RANGE_MPEG,
+            dst_color_range=_RANGE_JPEG,
         )
     return out.to_ndarray()
 
@@ -206,8 +243,13 @@ def rgb_to_frame(pixels: np.ndarray, pix_fmt: str, colour: Colour) -> av.VideoFr
     if _family(pix_fmt)[0]:
         return frame.reformat(format=pix_fmt)
     matrix = _SWS_MATRIX.get(colour.space, 5)
-    return frame.reformat(format=pix_fmt, src_colorspace=matrix, dst_colorspace=matrix,
-                          src_color_range=_RANGE_JPEG, dst_color_range=colour.range or _RANGE_MPEG)
+    return frame.reformat(
+        format=pix_fmt,
+        src_colorspace=matrix,
+        dst_colorspace=matrix,
+        src_color_range=_RANGE_JPEG,
+        dst_color_range=colour.range or _RANGE_MPEG,
+    )
 
 
 def encoder_options(settings: EncodeSettings) -> dict[str, str]:
@@ -218,13 +260,25 @@ def encoder_options(settings: EncodeSettings) -> dict[str, str]:
         options["preset"] = str(settings.preset)
     if settings.codec == "ffv1":
         options.update(level="3", slicecrc="1")
+    if settings.codec == "libx265":
+        options["x265-params"] = "log-level=error"
     return options
 
 
-def open_encoder(container, settings: EncodeSettings, width: int, height: int, pix_fmt: str,
-                 time_base: Fraction, rate: Fraction | None, colour: Colour):
+def open_encoder(
+    container,
+    settings: EncodeSettings,
+    width: int,
+    height: int,
+    pix_fmt: str,
+    time_base: Fraction,
+    rate: Fraction | None,
+    colour: Colour,
+):
     """Adds an encoder stream to `container` (output side); the same arguments give the same extradata."""
-    stream = container.add_stream(settings.codec, rate=rate or Fraction(25), options=encoder_options(settings))
+    stream = container.add_stream(
+        settings.codec, rate=rate or Fraction(25), options=encoder_options(settings)
+    )
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
     stream.time_base = time_base
     cc = stream.codec_context
@@ -240,8 +294,17 @@ def open_encoder(container, settings: EncodeSettings, width: int, height: int, p
 class SegmentWriter:
     """Encodes frames into one segment file (written to `path` + '.tmp', renamed by `close`)."""
 
-    def __init__(self, path: str, settings: EncodeSettings, width: int, height: int, pix_fmt: str,
-                 time_base: Fraction, rate: Fraction | None, colour: Colour):
+    def __init__(
+        self,
+        path: str,
+        settings: EncodeSettings,
+        width: int,
+        height: int,
+        pix_fmt: str,
+        time_base: Fraction,
+        rate: Fraction | None,
+        colour: Colour,
+    ):
         self.path = path
         self._holder = av.open(io.BytesIO(), "w", format="nut")
         self._stream = open_encoder(self._holder, settings, width, height, pix_fmt, time_base, rate, colour)
@@ -251,8 +314,12 @@ class SegmentWriter:
 
     def _write_header(self) -> None:
         extradata = self._stream.codec_context.extradata or b""
-        header = json.dumps({"extradata": base64.b64encode(extradata).decode(),
-                             "time_base": [self._time_base.numerator, self._time_base.denominator]}).encode()
+        header = json.dumps(
+            {
+                "extradata": base64.b64encode(extradata).decode(),
+                "time_base": [self._time_base.numerator, self._time_base.denominator],
+            }
+        ).encode()
         self._file.write(_SEGMENT_MAGIC + struct.pack("<I", len(header)) + header)
         self._header_written = True
 
@@ -300,31 +367,45 @@ def read_segment(path: str):
         yield json.loads(f.read(size))
         while head := f.read(_RECORD.size):
             pts, dts, duration, key, size = _RECORD.unpack(head)
-            yield (None if pts == _NOPTS else pts, None if dts == _NOPTS else dts, duration, bool(key), f.read(size))
+            yield (
+                None if pts == _NOPTS else pts,
+                None if dts == _NOPTS else dts,
+                duration,
+                bool(key),
+                f.read(size),
+            )
 
 
 # ---------------------------------------------------------------------------- final mux
 def _tags(metadata) -> dict[str, str]:
-    return {k: v for k, v in metadata.items() if k.lower() not in _OWN_TAGS and not k.upper().startswith("DURATION")}
+    return {
+        k: v
+        for k, v in metadata.items()
+        if k.lower() not in _OWN_TAGS and not k.upper().startswith("DURATION")
+    }
 
 
 def copy_streams(container, out_format: str, path: str) -> tuple[list, list[str]]:
-    """Streams copied packet for packet: audio (must fit the container) and subtitles (dropped with a warning)."""
+    """Streams copied packet for packet: audio (must fit the container), subtitles (else dropped, warned)."""
     supported = _format_codecs(out_format)
     keep, warnings = [], []
     for stream in container.streams:
         name = stream.codec_context.name if stream.codec_context else None
         if stream.type == "audio":
             if name not in supported:
-                raise VideoError(path, f"audio stream #{stream.index} ({name}) cannot be copied into {out_format}; "
-                                       "use .mkv")
+                raise VideoError(
+                    path,
+                    f"audio stream #{stream.index} ({name}) cannot be copied into {out_format}; use .mkv",
+                )
             keep.append(stream)
         elif stream.type == "subtitle":
             if name in supported:
                 keep.append(stream)
             else:
-                warnings.append(f"{path}: subtitle stream #{stream.index} ({name}) cannot be stored in {out_format}; "
-                                "dropped (use .mkv to keep it)")
+                warnings.append(
+                    f"{path}: subtitle stream #{stream.index} ({name}) cannot be stored in {out_format}; "
+                    "dropped (use .mkv to keep it)"
+                )
     return keep, warnings
 
 
@@ -336,12 +417,29 @@ def check_output(output: str, codec: str) -> str:
     return fmt
 
 
-def mux_output(input_path: str, segments: list[str], tmp_path: str, out_format: str, settings: EncodeSettings,
-               size: tuple[int, int], pix_fmt: str, rate: Fraction | None, colour: Colour,
-               display_matrix: list[int] | None, start_offset: float) -> list[str]:
-    """Writes the final file: segment packets + the input's audio/subtitles, tags and chapters. Returns warnings."""
-    with av.open(input_path) as source, av.open(tmp_path, "w", format=out_format,
-                                                  options={"fflags": "+bitexact"}) as out:
+def mux_output(
+    input_path: str,
+    segments: list[str],
+    tmp_path: str,
+    out_format: str,
+    settings: EncodeSettings,
+    size: tuple[int, int],
+    pix_fmt: str,
+    rate: Fraction | None,
+    colour: Colour,
+    display_matrix: list[int] | None,
+    shift: float,
+    end: float | None,
+) -> list[str]:
+    """Writes the final file: segment packets + the input's audio/subtitles, tags, chapters. Returns warnings.
+
+    shift: seconds subtracted from every timestamp (the first kept frame's time with --start, else 0).
+    end: absolute time (seconds) where copied streams stop, None for the whole file.
+    """
+    with (
+        av.open(input_path) as source,
+        av.open(tmp_path, "w", format=out_format, options={"fflags": "+bitexact"}) as out,
+    ):
         vin = video_stream(source, input_path)
         copies, warnings = copy_streams(source, out_format, input_path)
         out.metadata.update(_tags(source.metadata))
@@ -369,11 +467,11 @@ def mux_output(input_path: str, segments: list[str], tmp_path: str, out_format: 
                 target.disposition = src.disposition
             except (AttributeError, ValueError):
                 pass
-        chapters = _shift_chapters(source.chapters(), start_offset, settings.end)
+        chapters = _shift_chapters(source.chapters(), shift, end)
         if chapters and out_format != "webm":
             out.set_chapters(chapters)
         video = _segment_packets(segments, vout, time_base)
-        others = _copied_packets(source, copies, outs, start_offset, settings.end)
+        others = _copied_packets(source, copies, outs, shift, end)
         for packet in heapq.merge(video, others, key=lambda item: item[0]):
             out.mux(packet[2])
     return warnings
@@ -395,11 +493,9 @@ def _segment_packets(segments, stream, time_base):
             yield when, (0, n), packet
 
 
-def _copied_packets(source, copies, outs, start: float, end: float | None):
+def _copied_packets(source, copies, outs, shift: float, end: float | None):
     if not copies:
-        return
-    vin = video_stream(source, source.name)
-    t0 = _first_time(source, vin)
+        return  # (demux of no streams would read them all)
     for packet in source.demux(copies):
         if packet.size == 0 and packet.pts is None:
             continue  # demuxer's end-of-stream marker
@@ -407,14 +503,14 @@ def _copied_packets(source, copies, outs, start: float, end: float | None):
         stamp = packet.pts if packet.pts is not None else packet.dts
         if stamp is None:
             continue
-        seconds = float(stamp * tb) - t0
-        if seconds < start or (end is not None and seconds >= end):
+        seconds = float(stamp * tb)
+        if (shift and seconds < shift) or (end is not None and seconds >= end):  # no range: keep priming too
             continue
-        shift = round(start / tb) if start else 0
+        offset = round(shift / tb) if shift else 0
         if packet.pts is not None:
-            packet.pts -= shift
+            packet.pts -= offset
         if packet.dts is not None:
-            packet.dts -= shift
+            packet.dts -= offset
         packet.stream = outs[packet.stream.index]
         when = (packet.dts if packet.dts is not None else packet.pts) * tb
         yield when, (1, 0), packet
