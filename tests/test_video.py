@@ -122,7 +122,7 @@ def test_vfr_mp4_every_pts_kept_and_mov_text_copied(tmp_path):
         subtitle=True,
         rotate=270,
     )
-    assert len({b - a for a, b in zip(pts, pts[1:], strict=True)}) == 3  # really variable
+    assert len(set(np.diff(pts))) == 3  # really variable
     video.upscale_video(src, out, [Nearest2()], EncodeSettings(batch=3, segment_frames=4, crf=10))
     inp, _ = check_picture(src, out)
     assert [p for p, _ in inp] == pts
