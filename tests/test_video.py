@@ -291,6 +291,21 @@ def _garbage_video(path):
             out.mux(p)
 
 
+def _corrupt_after(good, path, keep):
+    """A copy of the ffv1 clip `good` whose video packets after the first `keep` are random bytes."""
+    rng = np.random.default_rng(1)
+    with av.open(good) as src, av.open(path, "w") as out:
+        vin = src.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        for i, p in enumerate(q for q in src.demux(vin) if q.size):
+            if i >= keep:
+                bad = av.Packet(rng.integers(0, 256, p.size, dtype=np.uint8).tobytes())
+                bad.pts, bad.dts, bad.time_base, bad.is_keyframe = p.pts, p.dts, p.time_base, p.is_keyframe
+                p = bad
+            p.stream = vout
+            out.mux(p)
+
+
 def _audio_only(path):
     with av.open(path, "w") as out:
         a = out.add_stream("aac", rate=16000)
@@ -307,7 +322,8 @@ def _audio_only(path):
     [
         ("text", "not a readable video"),
         ("audio_only", "no video stream"),
-        ("garbage", "undecodable|no decodable|no picture size"),
+        ("garbage", "no picture size or pixel format"),
+    ("corrupt_frames", "undecodable video frame after frame 3"),
         ("unwritable", "cannot write"),
         ("x264_in_webm", "cannot hold libx264"),
         ("bad_extension", "unknown output extension"),
@@ -327,6 +343,11 @@ def test_bad_input_names_file_and_reason(tmp_path, case, reason):
     elif case == "garbage":
         src = str(tmp_path / "garbage.mkv")
         _garbage_video(src)
+    elif case == "corrupt_frames":
+        lossless = str(tmp_path / "lossless.mkv")
+        make_clip(lossless, frames=6, audio=False, codec="ffv1")
+        src = str(tmp_path / "corrupt.mkv")
+        _corrupt_after(lossless, src, keep=3)
     elif case == "unwritable":
         open(tmp_path / "afile", "w").close()
         out = str(tmp_path / "afile" / "out.mkv")
@@ -342,6 +363,7 @@ def test_bad_input_names_file_and_reason(tmp_path, case, reason):
     assert err.value.path in (src, out) and str(err.value).startswith(err.value.path)
     assert "\n" not in str(err.value)
     assert sha(src) == before
+    assert not os.path.exists(out) or out == src
 
 
 def test_list_videos_by_extension(tmp_path):
