@@ -416,10 +416,8 @@ class _Run:
         waiting: dict[int, _Batch] = {}
         ends, next_seq = 0, 0
         writer = None
-        total = self.info.frames
-        if self.settings.fps and self.info.duration:
-            total = round(self.info.duration * self.settings.fps)
-        bar = tqdm(total=total or None, unit="frame", disable=not self.progress, dynamic_ncols=True)
+        total = self._expected_frames() or None
+        bar = tqdm(total=total, unit="frame", disable=not self.progress, dynamic_ncols=True)
         try:
             while ends < len(self.upscalers):
                 item = self._get(self.to_encoder)
@@ -442,6 +440,17 @@ class _Run:
             bar.close()
         if waiting:
             raise RuntimeError(f"batches {sorted(waiting)} never reached the encoder")
+
+    def _expected_frames(self) -> int:
+        """For the progress bar's ETA: the container's frame count, or the duration times the rate."""
+        s, info = self.settings, self.info
+        if not s.fps and not s.start and s.end is None and info.frames:
+            return info.frames
+        rate = s.fps or info.rate
+        if not info.duration or not rate:
+            return 0
+        span = min(info.duration, s.end if s.end is not None else info.duration) - s.start
+        return max(round(span * rate), 0)
 
     def _encode_batch(self, b: _Batch, writer):
         self.segments = b.segment + 1
