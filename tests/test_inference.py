@@ -375,7 +375,7 @@ def test_fp16_overflow_falls_back_to_fp32(photos, caplog):
     img = 255 - photos["coffee"][:10, :12] // 16  # bright: x >= 0.94
     upscaler = Upscaler(model, precision="fp16")
     with pytest.raises(NonFiniteOutputError):
-        upscaler._run_window(img.astype(np.float32) / 255)
+        upscaler._run_window((img.astype(np.float32) / 255)[None])  # a batch of one window
     out = upscaler.upscale(img)
     assert upscaler.precision is Precision.FP32
     assert "falling back to fp32" in caplog.text

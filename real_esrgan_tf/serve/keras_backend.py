@@ -135,7 +135,7 @@ class KerasSuperResolver:
             return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile)
 
         @compiled
-        def forward(lr):  # (1, h, w, 3) float32 -> (1, h*s, w*s, 3) float32
+        def forward(lr):  # (N, h, w, 3) float32 -> (N, h*s, w*s, 3) float32
             return tf.cast(net(tf.cast(lr, compute_dtype), training=False), tf.float32)
 
         self._forward = forward
@@ -155,14 +155,14 @@ class KerasSuperResolver:
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         if not self.tail_activation_bytes:
             return self._forward(lr).numpy()
-        features = self._trunk(lr)  # (1, h', w', C): the output is 4x its size
-        _, rows, width, channels = (int(d) for d in features.shape)
-        strip = self.strip_rows(rows, width, channels, features.dtype.size)
+        features = self._trunk(lr)  # (N, h', w', C): the output is 4x its size
+        batch, rows, width, channels = (int(d) for d in features.shape)
+        strip = self.strip_rows(rows, width, channels, features.dtype.size * batch)  # N frames' rows
         if strip >= rows:
             return self._tail(features).numpy()
         halo = RRDB_TAIL_HALO
         span = min(rows, strip + 2 * halo)  # rows of every strip (the last one slid up inside)
-        out = np.empty((1, 4 * rows, 4 * width, int(self.model.outputs[0].shape[-1])), np.float32)
+        out = np.empty((batch, 4 * rows, 4 * width, int(self.model.outputs[0].shape[-1])), np.float32)
         for top in range(0, rows, strip):
             bottom = min(top + strip, rows)
             start = min(max(top - halo, 0), rows - span)

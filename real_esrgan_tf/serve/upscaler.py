@@ -225,6 +225,34 @@ class Upscaler:
             out = resize_planes(out, (out_w, out_h))
         return out[..., 0] if squeeze else out
 
+    def upscale_batch(self, frames: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8/uint16 RGB frames of one size -> (N, H', W', 3), each as `upscale` gives it.
+
+        One tile plan for the whole batch; each tile's windows of all N frames go through a Keras
+        backend as one (N, h, w, 3) call (a video's frames share their size). Other backends (a TFLite
+        model with a fixed input) run the frames one by one.
+        """
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[3] != 3 or min(frames.shape[:3]) < 1:
+            raise ValueError(f"expected (N, H, W, 3) frames; got shape {frames.shape}")
+        max_value, dtype = _value_range(frames)
+        n, h, w, _ = frames.shape
+        out = np.empty((n, h * self.scale, w * self.scale, 3), dtype)
+        rgb = frames.astype(np.float32) / max_value
+        try:
+            self._enhance_into(rgb, out, False, max_value)
+        except NonFiniteOutputError:
+            if self._model is None or self.precision is Precision.FP32:
+                raise
+            logging.warning("%s output is not finite (overflow); falling back to fp32", self.precision.value)
+            self.precision = Precision.FP32
+            self.backend = KerasSuperResolver(self._model, Precision.FP32, self.options.jit_compile)
+            self._enhance_into(rgb, out, False, max_value)
+        out_h, out_w = self.output_size(h, w)
+        if (out_h, out_w) != out.shape[1:3]:
+            out = np.stack([resize_planes(frame, (out_w, out_h)) for frame in out])
+        return out
+
     # ------------------------------------------------------------------ internals
     def _upscale_into(self, pixels, max_value, out, keep_alpha) -> None:
         c = pixels.shape[2]
@@ -233,7 +261,8 @@ class Upscaler:
         gray = c <= 2  # gray or gray + alpha: run as RGB, written as luma
         colour = 1 if gray else 3  # colour channels of `pixels` and `out`; the alpha follows them
         rgb = np.repeat(pixels[..., :1], 3, axis=2) if gray else pixels[..., :3]
-        self._enhance_into(rgb.astype(np.float32) / max_value, out[..., :colour], gray, max_value)
+        image = (rgb.astype(np.float32) / max_value)[None]  # a batch of one
+        self._enhance_into(image, out[None, ..., :colour], gray, max_value)
         if not keep_alpha:
             return
         alpha = pixels[..., colour]
@@ -242,18 +271,19 @@ class Upscaler:
             out[..., colour] = alpha.flat[0]
         elif self.options.alpha is AlphaMode.MODEL:
             alpha_rgb = np.repeat(alpha[..., None], 3, axis=2).astype(np.float32) / max_value
-            self._enhance_into(alpha_rgb, out[..., colour:colour + 1], True, max_value)
+            self._enhance_into(alpha_rgb[None], out[None, ..., colour:colour + 1], True, max_value)
         else:
             big = resize_planes(alpha[..., None], (w * s, h * s), Image.Resampling.BICUBIC)
             out[..., colour] = big[..., 0]
 
     def _enhance_into(self, image: np.ndarray, out: np.ndarray, to_gray: bool, max_value: float) -> None:
-        """Runs the net over a float (H, W, 3) image tile by tile, writing quantised tiles into out."""
-        h, w = image.shape[:2]
+        """Runs the net over float (N, H, W, 3) images tile by tile, writing quantised tiles into out
+        (N, H*s, W*s, C); all N share one tile plan and go through the backend together."""
+        h, w = image.shape[1:3]
         pad = self.options.pre_pad
         # Two separate reflections at the bottom/right, as the official code (not one of pad + mod:
         # the second reflects the first's padding).
-        padded = np.pad(image, ((0, pad), (0, pad), (0, 0)), mode="reflect") if pad else image
+        padded = np.pad(image, ((0, 0), (0, pad), (0, pad), (0, 0)), mode="reflect") if pad else image
         padded = reflect_pad_to_multiple(padded, self.align)
         import tensorflow as tf
 
@@ -262,7 +292,7 @@ class Upscaler:
                 self._run_tiles(padded, (h, w), out, to_gray, max_value)
                 return
             except tf.errors.ResourceExhaustedError:
-                current = self.tile or min(max(padded.shape[:2]), self.options.auto_tile or 1 << 30)
+                current = self.tile or min(max(padded.shape[1:3]), self.options.auto_tile or 1 << 30)
                 smaller = round_up(current // 2, self.align)
                 if smaller < self.options.min_tile or smaller >= current:
                     raise
@@ -275,28 +305,28 @@ class Upscaler:
         h, w = size
         s = self.scale
         tile = self.tile
-        if tile == 0 and 0 < self.options.auto_tile < max(padded.shape[:2]):
+        if tile == 0 and 0 < self.options.auto_tile < max(padded.shape[1:3]):
             tile = self.options.auto_tile
         plan = plan_tiles(
-            padded.shape[0], padded.shape[1], tile, self.options.tile_pad, self.align,
+            padded.shape[1], padded.shape[2], tile, self.options.tile_pad, self.align,
             getattr(self.backend, "input_size", None),
         )
         # Tiles whose core lies entirely in the bottom/right padding are never run.
         tiles = [t for t in plan.tiles if t.y0 < h and t.x0 < w]
         for t in tqdm(tiles, desc="tiles", unit="tile", leave=False,
                       disable=not self.options.progress or len(tiles) < 2):
-            window = padded[t.win_y:t.win_y + plan.win_h, t.win_x:t.win_x + plan.win_w]
-            sr = self._run_window(window)  # (win_h*s, win_w*s, 3)
+            window = padded[:, t.win_y:t.win_y + plan.win_h, t.win_x:t.win_x + plan.win_w]
+            sr = self._run_window(window)  # (N, win_h*s, win_w*s, 3)
             y1, x1 = min(t.y1, h), min(t.x1, w)
             oy, ox = (t.y0 - t.win_y) * s, (t.x0 - t.win_x) * s
-            core = sr[oy:oy + (y1 - t.y0) * s, ox:ox + (x1 - t.x0) * s]
+            core = sr[:, oy:oy + (y1 - t.y0) * s, ox:ox + (x1 - t.x0) * s]
             if to_gray:
                 core = (core @ _LUMA)[..., None]
-            out[t.y0 * s:y1 * s, t.x0 * s:x1 * s] = _quantize(core, max_value, out.dtype)
+            out[:, t.y0 * s:y1 * s, t.x0 * s:x1 * s] = _quantize(core, max_value, out.dtype)
 
     def _run_window(self, window: np.ndarray) -> np.ndarray:
-        """(h, w, 3) float32 -> (h*s, w*s, 3) float32, with TTA if asked."""
-        lr = np.ascontiguousarray(window[None], dtype=np.float32)
+        """(N, h, w, 3) float32 -> (N, h*s, w*s, 3) float32, with TTA if asked."""
+        lr = np.ascontiguousarray(window, dtype=np.float32)
         if not self.options.tta:
             sr = self._call_backend(lr)
         else:
@@ -307,10 +337,16 @@ class Upscaler:
             sr = sr / 8.0
         if not np.isfinite(sr).all() and self.precision is not Precision.FP32:
             raise NonFiniteOutputError()
-        return sr[0]
+        return sr
 
     def _call_backend(self, lr: np.ndarray) -> np.ndarray:
-        """Pads the window up to a fixed backend input size if there is one, and crops back."""
+        """Pads the window up to a fixed backend input size if there is one, and crops back.
+
+        Keras backends take the (N, h, w, 3) batch in one call; others (TFLite, any `SuperResolver`
+        with its batch-1 contract) get the frames one at a time.
+        """
+        if lr.shape[0] > 1 and not isinstance(self.backend, KerasSuperResolver):
+            return np.concatenate([self._call_backend(lr[i:i + 1]) for i in range(lr.shape[0])])
         input_size = getattr(self.backend, "input_size", None)
         _, h, w, _ = lr.shape
         if input_size is None or (h, w) == tuple(input_size):
