@@ -37,6 +37,7 @@ setup(
         "numpy",
         "pillow",
         "tqdm",
+        "av>=15",  # PyAV with its own FFmpeg (x264, x265, SVT-AV1, FFV1): the `video` command
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["real-esrgan-tf=real_esrgan_tf.cli.main:console_main"]},
