@@ -94,9 +94,8 @@ class NearestX4:
 
 
 def upscaler():
-    from real_esrgan_tf.serve.upscaler import Upscaler
-
     from real_esrgan_tf import weights
+    from real_esrgan_tf.serve.upscaler import Upscaler
 
     return Upscaler(weights.load_generator(MODEL))
 

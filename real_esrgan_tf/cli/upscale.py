@@ -15,11 +15,10 @@ EXTENSIONS = ("auto", "png", "jpg", "webp")
 _WRITABLE = {"png", "jpg", "jpeg", "webp", "bmp"}
 
 
-def define_flags(fv: flags.FlagValues) -> None:
-    flags.DEFINE_string("input", None, "An image file or a folder of images.", flag_values=fv)
-    flags.DEFINE_string("output", "results", "Output folder (created if missing).", flag_values=fv)
+def define_model_flags(fv: flags.FlagValues, default_model: str = "realesrgan-x4plus") -> None:
+    """The flags that pick and run the generator; shared with the `video` command."""
     flags.DEFINE_string(
-        "model", "realesrgan-x4plus",
+        "model", default_model,
         "Pretrained model name (realesrgan-x4plus, realesrgan-x4plus-anime-6b, realesr-animevideov3[-x2|-x3])"
         " or a path to a .pth, .weights.h5, .keras or .tflite file.", flag_values=fv)
     flags.DEFINE_float("outscale", None, "Final upscaling factor (Lanczos after the net); default: the "
@@ -34,13 +33,6 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("precision", "fp32", [p.value for p in Precision],
                       "Compute precision; fp16/bf16 fall back to fp32 when the output is not finite.",
                       flag_values=fv)
-    flags.DEFINE_enum("alpha", "model", [a.value for a in AlphaMode],
-                      "Alpha channel: through the model, bicubic, or dropped.", flag_values=fv)
-    flags.DEFINE_enum("ext", "auto", list(EXTENSIONS), "Output format; auto = the input's (PNG for RGBA).",
-                      flag_values=fv)
-    flags.DEFINE_string("suffix", "out", "Output name is {stem}_{suffix}.{ext} ({stem}.{ext} if empty; "
-                        "then an existing file of that name in an input's own folder is never overwritten).",
-                        flag_values=fv)
     flags.DEFINE_boolean("tta", False, "Average the 8 flips/transposes (8x slower).", flag_values=fv)
     flags.DEFINE_float("denoise_strength", 0.5,
                        "realesr-general-x4v3 only: 1 keeps noise, 0 removes it (blend with the wdn weights).",
@@ -51,6 +43,19 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("act", None, ["prelu", "relu", "leakyrelu"],
                       "SRVGGNetCompact .pth without PReLU weights: the activation it was trained with "
                       "(relu or leakyrelu; it cannot be told from the weights).", flag_values=fv)
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("input", None, "An image file or a folder of images.", flag_values=fv)
+    flags.DEFINE_string("output", "results", "Output folder (created if missing).", flag_values=fv)
+    define_model_flags(fv)
+    flags.DEFINE_enum("alpha", "model", [a.value for a in AlphaMode],
+                      "Alpha channel: through the model, bicubic, or dropped.", flag_values=fv)
+    flags.DEFINE_enum("ext", "auto", list(EXTENSIONS), "Output format; auto = the input's (PNG for RGBA; "
+                      "animated GIF/WEBP/PNG stay animated unless jpg).", flag_values=fv)
+    flags.DEFINE_string("suffix", "out", "Output name is {stem}_{suffix}.{ext} ({stem}.{ext} if empty; "
+                        "then an existing file of that name in an input's own folder is never overwritten).",
+                        flag_values=fv)
 
 
 class _UserError(Exception):

@@ -127,7 +127,7 @@ def upscale_video(
         raise ValueError("need at least one upscaler")
     if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
         raise VideoError(output_path, "output is the input file")
-    out_format = video_io.check_output(output_path, settings.codec)
+    out_format = video_io.check_output(output_path, settings.codec, settings.pix_fmt)
     info = video_io.probe(input_path)
     with av.open(input_path) as source:
         _, warnings = video_io.copy_streams(source, out_format, input_path)

@@ -409,11 +409,15 @@ def copy_streams(container, out_format: str, path: str) -> tuple[list, list[str]
     return keep, warnings
 
 
-def check_output(output: str, codec: str) -> str:
-    """The output's container format, after checking it can hold `codec` video."""
+def check_output(output: str, codec: str, pix_fmt: str | None = None) -> str:
+    """The output's container format, after checking it can hold `codec` video in `pix_fmt`."""
     fmt = container_format(output)
     if CODEC_IDS[codec] not in _format_codecs(fmt):
         raise VideoError(output, f"the {fmt} container cannot hold {codec} video (use .mkv)")
+    formats = [f.name for f in (av.Codec(codec, "w").video_formats or [])]
+    if pix_fmt is not None and pix_fmt not in formats:
+        takes = ", ".join(formats)
+        raise VideoError(output, f"{codec} cannot encode pixel format {pix_fmt!r} (it takes {takes})")
     return fmt
 
 
