@@ -132,6 +132,17 @@ def output_path(
     return os.path.join(folder, f"{name}.{extension}")
 
 
+def animation_path(input_path: str, folder: str, ext: str, fmt: str, suffix: str) -> str | None:
+    """Where an animated GIF/WEBP/PNG goes as an animation: {stem}_{suffix}.{gif|webp|png}, the input's
+    kind with --ext auto; None when --ext names a still format (jpg: the first frame is written)."""
+    extension = fmt if ext == "auto" else ext
+    if extension not in ("gif", "webp", "png"):
+        return None
+    stem = os.path.splitext(os.path.basename(input_path))[0]
+    name = f"{stem}_{suffix}" if suffix else stem
+    return os.path.join(folder, f"{name}.{extension}")
+
+
 def _file_id(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -144,6 +155,7 @@ def run(fv) -> int:
     from tqdm import tqdm
 
     from real_esrgan_tf.images import ImageError, read_image, write_image
+    from real_esrgan_tf.serve import animation
 
     if not fv.input:
         _error("--input is required (an image file or a folder)")
@@ -180,7 +192,10 @@ def run(fv) -> int:
             image = read_image(path, exif_orientation=True, keep_gray_alpha=True)
             has_alpha = image.channels in (2, 4) and upscaler.options.alpha is not AlphaMode.NONE
             size = upscaler.output_size(*image.pixels.shape[:2])
-            target = output_path(path, fv.output, fv.ext, fv.suffix, has_alpha, size)
+            animated = image.frames > 1 and image.format in animation.ANIMATED_FORMATS
+            target = animation_path(path, fv.output, fv.ext, image.format, fv.suffix) if animated else None
+            animated = target is not None
+            target = target or output_path(path, fv.output, fv.ext, fv.suffix, has_alpha, size)
             real_target = os.path.realpath(target)
             if real_target in input_real or _file_id(target) in input_ids:
                 raise _UserError(
@@ -191,8 +206,13 @@ def run(fv) -> int:
                 raise _UserError(
                     f"{path}: output {target} would overwrite an existing file in the input's folder "
                     "(--suffix \"\" names outputs like images); change --suffix or --output")
+            if animated:  # every frame, with its duration and the loop count
+                frames = animation.read_animation(path)
+                animation.write_animation(target, animation.upscale_animation(frames, upscaler.upscale))
+                written[real_target] = path
+                continue
             if image.frames > 1:
-                _warn(f"{path}: {image.frames} frames (animated); only the first is upscaled")
+                _warn(f"{path}: {image.frames} frames (animated); only the first is written to {target}")
             result = upscaler.upscale(image.pixels)
             write_image(target, result, icc_profile=image.icc_profile)  # e.g. Display P3 photos
             written[real_target] = path
