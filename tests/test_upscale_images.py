@@ -130,18 +130,24 @@ def test_upscale_writes_phone_photos_the_way_up_viewers_show_them(model_file, tm
 
 # ---------------------------------------------------------------------------- animations
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
-def test_animated_image_upscales_the_first_frame_with_a_warning(fmt, model_file, tmp_path, capsys):
+def test_animated_image_with_ext_png_becomes_an_animated_png(fmt, model_file, tmp_path, capsys):
+    """Every frame is upscaled (issue 11; the first frame only, with a warning, before)."""
+    from real_esrgan_tf.serve.animation import read_animation
+
     frames = [Image.fromarray(np.full((4, 6, 3), 40 + 80 * i, np.uint8)) for i in range(3)]
     src = tmp_path / f"anim.{fmt.lower()}"
     lossless = {"lossless": True} if fmt == "WEBP" else {}
-    frames[0].save(src, fmt, save_all=True, append_images=frames[1:], **lossless)
+    timing = {"duration": [30, 60, 90], "loop": 0}
+    frames[0].save(src, fmt, save_all=True, append_images=frames[1:], **timing, **lossless)
     assert read_image(str(src)).frames == 3
     out = tmp_path / "out"
     assert upscale("--input", str(src), "--output", str(out), "--model", model_file, "--ext", "png") == 0
     err = capsys.readouterr().err
-    assert f"warning: {src}: 3 frames (animated); only the first is upscaled" in err, err
-    first = np.full((8, 12, 3), 40, np.uint8)
-    np.testing.assert_array_equal(read_image(str(out / "anim_out.png")).pixels, first)
+    assert "warning" not in err, err
+    result = read_animation(str(out / "anim_out.png"))
+    assert result.format == "png" and result.durations == [30, 60, 90] and result.loop == 0
+    for i, frame in enumerate(result.frames):
+        np.testing.assert_array_equal(frame, np.full((8, 12, 3), 40 + 80 * i, np.uint8))
 
 
 # ---------------------------------------------------------------------------- output size limits
