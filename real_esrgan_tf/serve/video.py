@@ -27,7 +27,7 @@ from typing import Protocol
 import av
 import numpy as np
 
-from real_esrgan_tf.serve import video_io
+from real_esrgan_tf.serve import video_io, video_mux
 from real_esrgan_tf.serve.video_io import Colour, EncodeSettings, VideoError
 
 VIDEO_EXTENSIONS = (
@@ -130,7 +130,7 @@ def upscale_video(
     out_format = video_io.check_output(output_path, settings.codec, settings.pix_fmt)
     info = video_io.probe(input_path)
     with av.open(input_path) as source:
-        _, warnings = video_io.copy_streams(source, out_format, input_path)
+        _, warnings = video_mux.copy_streams(source, out_format, input_path)
     pix_fmt = settings.pix_fmt or video_io.choose_pix_fmt(info.pix_fmt, settings.codec)
     try:
         work = _prepare_work(input_path, output_path, settings, fingerprint, pix_fmt)
@@ -146,7 +146,7 @@ def upscale_video(
     root, ext = os.path.splitext(tail)
     tmp = os.path.join(head, f".{root}.tmp{ext}")
     try:
-        warnings += video_io.mux_output(
+        warnings += video_mux.mux_output(
             input_path,
             segments,
             tmp,
@@ -333,7 +333,7 @@ class _Run:
             stream = video_io.video_stream(container, self.path)
             stream.thread_type = "AUTO"
             tb = stream.time_base
-            t0 = video_io._first_time(container, stream)
+            t0 = video_io.first_time(container, stream)
             first_pts = None
             if s.end is not None:
                 self.end = t0 + s.end
@@ -459,7 +459,7 @@ class _Run:
             if b.pixels.shape[1:3] != (self.out_size[1], self.out_size[0]):
                 raise RuntimeError(f"upscaler returned {b.pixels.shape[1:3]}, expected {self.out_size[::-1]}")
             if writer is None:
-                writer = video_io.SegmentWriter(
+                writer = video_mux.SegmentWriter(
                     _segment_path(self.work, b.segment),
                     self.settings,
                     self.out_size[0],
