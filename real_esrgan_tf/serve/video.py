@@ -125,6 +125,8 @@ def upscale_video(
     settings = settings or EncodeSettings()
     if not upscalers:
         raise ValueError("need at least one upscaler")
+    if queue_batches < 1:
+        raise ValueError("queue_batches must be >= 1 (0 would make the queues unbounded)")
     if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
         raise VideoError(output_path, "output is the input file")
     out_format = video_io.check_output(output_path, settings.codec, settings.pix_fmt)
