@@ -105,6 +105,8 @@ def test_mkv_keeps_timing_audio_subtitles_rotation_colour_chapters_tags(tmp_path
             (c["start"] * c["time_base"], c["end"] * c["time_base"]) for c in a.chapters()
         ]
         assert b.streams.subtitles[0].metadata.get("language") == "eng"
+        assert b.streams.subtitles[0].disposition == av.stream.Disposition.forced
+        assert [st.disposition for st in b.streams] == [st.disposition for st in a.streams]
         dur_a = a.streams.video[0].duration or a.duration
         assert abs(b.duration - a.duration) <= av.time_base / 12, (dur_a, b.duration)
     assert not os.path.exists(video.work_dir_for(out))  # work folder removed after success

@@ -63,6 +63,7 @@ def make_clip(
         s = out.add_mux_stream("subrip" if path.endswith(".mkv") else "mov_text")
         s.time_base = Fraction(1, 1000)
         s.metadata["language"] = "eng"
+        s.disposition = av.stream.Disposition.forced
     if chapters:
         half = Fraction(frames, 2 * fps)
         out.set_chapters(
