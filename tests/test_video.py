@@ -170,10 +170,13 @@ def test_ffv1_is_lossless(tmp_path):
 
 def test_libsvtav1_webm_and_fps_resample(tmp_path):
     src, out = str(tmp_path / "in.mkv"), str(tmp_path / "out.webm")
-    make_clip(src, frames=12, fps=12, audio=False)  # 1 s
+    make_clip(src, frames=12, fps=12, audio=False, chapters=True)  # 1 s
     video.upscale_video(src, out, [Nearest2()], EncodeSettings(codec="libsvtav1", fps=Fraction(5), batch=2))
     res, tb = decoded(out)
     assert [p * tb for p, _ in res] == [Fraction(k, 5) for k in range(5)]
+    with av.open(out) as b:
+        assert [c["metadata"]["title"] for c in b.chapters()] == ["first", "second"]
+        assert b.metadata["title"] == "synthetic clip"
 
 
 def test_time_range_shifts_every_stream(tmp_path):

@@ -222,7 +222,7 @@ def mux_output(
             except (AttributeError, ValueError):
                 pass
         chapters = _shift_chapters(source.chapters(), shift, end)
-        if chapters and out_format != "webm":
+        if chapters:
             out.set_chapters(chapters)
         video = _segment_packets(segments, vout, time_base)
         others = _copied_packets(source, copies, outs, shift, end)
