@@ -127,7 +127,8 @@ def upscale_video(
         raise ValueError("need at least one upscaler")
     if queue_batches < 1:
         raise ValueError("queue_batches must be >= 1 (0 would make the queues unbounded)")
-    if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+    both = os.path.exists(input_path) and os.path.exists(output_path)
+    if both and os.path.samefile(input_path, output_path):
         raise VideoError(output_path, "output is the input file")
     out_format = video_io.check_output(output_path, settings.codec, settings.pix_fmt)
     info = video_io.probe(input_path)
@@ -163,7 +164,7 @@ def upscale_video(
             run.end,
         )
         os.replace(tmp, output_path)
-    except av.FFmpegError as exc:
+    except (av.FFmpegError, OSError) as exc:
         raise VideoError(output_path, f"cannot write the output ({exc})") from None
     finally:
         if os.path.exists(tmp):
