@@ -1,6 +1,6 @@
 """Speed of `real-esrgan-tf video` with realesr-animevideov3 (x4) on a 320x240 clip, in one process.
 
-Prints ONE JSON line (medians of --repeats runs after a warm-up):
+Prints ONE JSON line (medians of --repeats rounds after a warm-up; each round runs every variant in turn):
   - frames/s of the same decoded frames through `Upscaler.upscale` one by one (no decode/encode),
   - frames/s of `Upscaler.upscale_batch` at batch 1 and --batch (no decode/encode),
   - frames/s of the whole video pipeline (decode -> upscale -> encode -> mux) at batch 1 and --batch,
@@ -73,14 +73,19 @@ def decoded_frames(path: str) -> np.ndarray:
         return np.stack([video_io.frame_to_rgb(f, "rgb24") for f in c.decode(video=0)])
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: tracing, oneDNN primitives, encoder start-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def round_robin_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function over `repeats` rounds; every round runs all of them in turn, so a
+    busy shared machine slows them alike instead of whichever ran during the noise. One warm-up each
+    (tracing, oneDNN primitives, encoder start-up) is not timed."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 class NearestX4:
@@ -135,17 +140,17 @@ def main() -> None:
         frames = decoded_frames(clip)
         n = len(frames)
         up = upscaler()
-        one_by_one = median_seconds(lambda: [up.upscale(f) for f in frames], args.repeats)
-        batched = {}
-        for b in sorted({1, args.batch}):
-            batched[b] = median_seconds(
-                lambda b=b: [up.upscale_batch(frames[i : i + b]) for i in range(0, n, b)], args.repeats
-            )
-        pipeline = {
-            b: median_seconds(lambda b=b: run_video(clip, up, b, args.codec), args.repeats)
-            for b in sorted({1, args.batch})
-        }
-        io_only = median_seconds(lambda: run_video(clip, NearestX4(), args.batch, args.codec), args.repeats)
+        batches = sorted({1, args.batch})
+        fns = {"one_by_one": lambda: [up.upscale(f) for f in frames]}
+        for b in batches:
+            fns[f"upscale_batch{b}"] = lambda b=b: [
+                up.upscale_batch(frames[i : i + b]) for i in range(0, n, b)
+            ]
+            fns[f"video_batch{b}"] = lambda b=b: run_video(clip, up, b, args.codec)
+        fns["io_only"] = lambda: run_video(clip, NearestX4(), args.batch, args.codec)
+        load_before = os.getloadavg()[0]
+        seconds = round_robin_medians(fns, args.repeats)
+        load_after = os.getloadavg()[0]
         rss = int(
             subprocess.run(
                 [
@@ -170,14 +175,13 @@ def main() -> None:
         "frames": n,
         "codec": args.codec,
         "cpus": os.cpu_count(),
+        "loadavg_1min": [round(load_before, 1), round(load_after, 1)],
         "repeats": args.repeats,
         "batch": args.batch,
-        "upscale_one_by_one_fps": round(n / one_by_one, 3),
-        **{f"upscale_batch{b}_fps": round(n / s, 3) for b, s in batched.items()},
-        **{f"video_batch{b}_fps": round(n / s, 3) for b, s in pipeline.items()},
-        "video_vs_one_by_one": round(one_by_one / pipeline[args.batch], 3),
-        "decode_encode_mux_seconds": round(io_only, 3),
-        "decode_encode_mux_share": round(io_only / pipeline[args.batch], 4),
+        **{f"{name}_fps": round(n / t, 3) for name, t in seconds.items() if name != "io_only"},
+        "video_vs_one_by_one": round(seconds["one_by_one"] / seconds[f"video_batch{args.batch}"], 3),
+        "decode_encode_mux_seconds": round(seconds["io_only"], 3),
+        "decode_encode_mux_share": round(seconds["io_only"] / seconds[f"video_batch{args.batch}"], 4),
         "peak_rss_mb_video_batch": round(rss / 2**20, 1),
     }
     print(json.dumps(result))
