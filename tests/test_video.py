@@ -195,6 +195,20 @@ def test_time_range_shifts_every_stream(tmp_path):
     assert np.allclose([t for t, _ in got], [t for t, _ in want], atol=1e-3)
 
 
+def test_fps_moves_every_stream_with_a_late_video_start(tmp_path):
+    """Video starting at 0.5 s, --fps 6: output frame k is at k/6 s and the audio moves by the same 0.5 s."""
+    src, out = str(tmp_path / "late.mkv"), str(tmp_path / "out.mkv")
+    make_clip(src, frames=12, fps=12, offset=500)
+    video.upscale_video(src, out, [Nearest2()], EncodeSettings(fps=Fraction(6), crf=10))
+    res, tb = decoded(out)
+    assert len(res) == 6
+    assert all(abs(p * tb - Fraction(k, 6)) <= Fraction(1, 1000) for k, (p, _) in enumerate(res))  # ms in MKV
+    want = [(t - 0.5, b) for t, b in packets(src, "audio") if t >= 0.5]
+    got = packets(out, "audio")
+    assert [b for _, b in got] == [b for _, b in want]
+    assert np.allclose([t for t, _ in got], [t for t, _ in want], atol=1e-3)
+
+
 def test_batch_and_devices_do_not_change_the_picture(tmp_path):
     src = str(tmp_path / "in.mkv")
     make_clip(src, frames=11, audio=False)

@@ -35,11 +35,13 @@ def make_clip(
     chapters: bool = False,
     title: str | None = "synthetic clip",
     colour=(1, 1, 1, 1),
+    offset: int = 0,
 ) -> list[int]:
     """Writes a clip and returns its video PTS list (in `time_base`).
 
     durations: per-frame durations in `time_base` units cycled over the frames (a VFR clip); default 1/fps.
     colour: (matrix, range, primaries, transfer) AVCOL_* tags.
+    offset: the first video PTS (the audio starts at 0): a stream that starts late, as in MPEG-TS.
     """
     width, height = size
     step = round(1 / (fps * time_base))
@@ -84,7 +86,7 @@ def make_clip(
                 },
             ]
         )
-    pts, t = [], 0
+    pts, t = [], offset
     for i in range(frames):
         frame = av.VideoFrame.from_ndarray(pattern(i, height, width), "rgb24").reformat(
             format=pix_fmt, dst_colorspace=1 if colour[0] == 1 else 5, dst_color_range=colour[1] or 1

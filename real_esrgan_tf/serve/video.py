@@ -361,7 +361,7 @@ class _Run:
                     if s.end is not None and seconds >= s.end - 1e-9:
                         break
                     self._first_frame(frame)
-                    if first_pts is None and s.start:
+                    if first_pts is None and (s.start or s.fps):  # --fps: frame k is at t0 + k / fps
                         first_pts = pts if s.fps is None else 0
                         self.shift = float(pts * tb) if s.fps is None else t0 + s.start
                     if s.fps is None:
