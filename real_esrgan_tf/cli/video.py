@@ -30,7 +30,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                         "4:2:0, 10-bit stays 10-bit).", flag_values=fv)
     flags.DEFINE_string("fps", None, "Resample to a constant frame rate (e.g. 30 or 30000/1001); default: "
                         "keep every frame and its timestamp.", flag_values=fv)
-    flags.DEFINE_integer("batch", 4, "Frames per forward pass.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("batch", None, "Frames per forward pass; default 4 with a GPU, 1 on a CPU (where "
+                         "batches were measured slower, see BUILD_NOTES).", lower_bound=1, flag_values=fv)
     flags.DEFINE_float("start", 0.0, "Start time in seconds.", lower_bound=0.0, flag_values=fv)
     flags.DEFINE_float("end", None, "End time in seconds (default: the end).", flag_values=fv)
     flags.DEFINE_integer("segment_frames", 240, "Frames per resumable segment (kept in .NAME.parts/ next "
@@ -128,6 +129,12 @@ def _upscalers(fv, model, outscale) -> list:
     return replicas
 
 
+def _has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def _fingerprint(fv) -> str:
     """What makes the upscaled frames: a change discards finished segments of an earlier run."""
     model = fv.model
@@ -139,7 +146,7 @@ def _fingerprint(fv) -> str:
     return repr([model] + [(k, fv[k].value) for k in keys])
 
 
-def _settings(fv):
+def _settings(fv, on_gpu: bool):
     from real_esrgan_tf.serve.video_io import EncodeSettings
 
     try:
@@ -149,7 +156,8 @@ def _settings(fv):
     if fps is not None and fps <= 0:
         raise _UserError("--fps must be > 0")
     return EncodeSettings(codec=fv.codec, crf=fv.crf, preset=fv.preset, pix_fmt=fv.pix_fmt, fps=fps,
-                          start=fv.start, end=fv.end, batch=fv.batch, segment_frames=fv.segment_frames)
+                          start=fv.start, end=fv.end, batch=fv.batch or (4 if on_gpu else 1),
+                          segment_frames=fv.segment_frames)
 
 
 def run(fv) -> int:
@@ -159,11 +167,11 @@ def run(fv) -> int:
 
     try:
         jobs = _jobs(fv)
-        settings = _settings(fv)
         loaded = load_upscale_model(fv.model, act=fv.act, denoise_strength=fv.denoise_strength,
                                     wdn_model=fv.wdn_model, denoise_requested=fv["denoise_strength"].present)
         outscale = loaded.default_outscale if fv.outscale is None else fv.outscale
         upscalers = _upscalers(fv, loaded.model, outscale)
+        settings = _settings(fv, on_gpu=any(isinstance(u, _OnDevice) for u in upscalers) or _has_gpu())
     except (_UserError, ModelLoadError, ValueError, TypeError) as e:
         _error(str(e))
         return 1
