@@ -354,7 +354,13 @@ def _read_zip(file, path: str):
 
 
 def _read_legacy(file, path: str):
-    if _load_pickle(file) != _LEGACY_MAGIC:
+    try:
+        magic = _load_pickle(file)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as e:
+        raise _Malformed(
+            f"not a PyTorch checkpoint, neither a zip archive nor a pickle ({_first_line(e)})"
+        ) from None
+    if magic != _LEGACY_MAGIC:
         raise _Malformed("not a PyTorch checkpoint (no zip archive, no legacy magic number)")
     protocol = _load_pickle(file)
     if protocol != _LEGACY_PROTOCOL:
@@ -419,8 +425,6 @@ def read_torch_checkpoint(path: str | os.PathLike) -> object:
                 return _read_zip(file, path)
             if head[257:262] == b"ustar":
                 raise _Malformed("a tar-format checkpoint (PyTorch < 0.4) is not supported")
-            if head[:1] != b"\x80":
-                raise _Malformed("not a PyTorch checkpoint (neither a zip archive nor a pickle)")
             return _read_legacy(file, path)
     except _Malformed as e:
         raise TorchCheckpointError(f"{path}: {e}") from None
