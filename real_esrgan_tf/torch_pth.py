@@ -310,7 +310,7 @@ def _materialize(obj, storages: _Storages):
 # The two container formats
 
 
-def _read_zip(file, path: str):
+def _read_zip(file):
     with zipfile.ZipFile(file) as archive:
         names = {info.filename: info for info in archive.infolist()}
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -353,7 +353,7 @@ def _read_zip(file, path: str):
         return _materialize(obj, _Storages(read_member, swap_bytes=byteorder == b"big"))
 
 
-def _read_legacy(file, path: str):
+def _read_legacy(file):
     try:
         magic = _load_pickle(file)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as e:
@@ -422,10 +422,10 @@ def read_torch_checkpoint(path: str | os.PathLike) -> object:
             is_zip = zipfile.is_zipfile(file)
             file.seek(0)
             if is_zip:
-                return _read_zip(file, path)
+                return _read_zip(file)
             if head[257:262] == b"ustar":
                 raise _Malformed("a tar-format checkpoint (PyTorch < 0.4) is not supported")
-            return _read_legacy(file, path)
+            return _read_legacy(file)
     except _Malformed as e:
         raise TorchCheckpointError(f"{path}: {e}") from None
     except OSError as e:

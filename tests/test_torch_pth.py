@@ -242,14 +242,16 @@ def _global(module, name):
     return b"c" + f"{module}\n{name}\n".encode()
 
 
-def _tensor(key, numel, offset, size, stride, storage="FloatStorage", legacy=False):
+def _tensor(key, numel, offset, size, stride, storage="FloatStorage", legacy=False, view=None):
     """`torch._utils._rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`.
 
     The storage is persistent id ("storage", torch.<storage>, key, "cpu", numel), in the legacy
-    format followed by view_metadata None (torch/serialization.py).
+    format followed by view_metadata: None or (view_key, offset, numel) (torch/serialization.py).
     """
     fields = [_str("storage"), _global("torch", storage), _str(key), _str("cpu"), _int(numel)]
-    pid = _tuple(*fields, *([b"N"] if legacy else [])) + b"Q"
+    if legacy:
+        fields.append(b"N" if view is None else _tuple(_str(view[0]), _int(view[1]), _int(view[2])))
+    pid = _tuple(*fields) + b"Q"
     args = _tuple(
         pid,
         _int(offset),
@@ -279,14 +281,14 @@ def _write_zip(path, data_pkl, storages=(), folder="archive"):
     return path
 
 
-def _write_legacy(path, data_pkl, storages=()):
+def _write_legacy(path, data_pkl, storages=(), little=True):
     with open(path, "wb") as f:
-        for header in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}):
+        for header in (0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": little}):
             pickle.dump(header, f, protocol=2)
         f.write(data_pkl)
         pickle.dump([key for key, _, _ in storages], f, protocol=2)
         for _, numel, data in storages:
-            f.write(struct.pack("<q", numel) + data)
+            f.write(struct.pack("<q" if little else ">q", numel) + data)
     return path
 
 
@@ -311,6 +313,45 @@ def test_hand_assembled_checkpoint_reads_as_expected(tmp_path):
         return
     for path in files:
         assert np.array_equal(torch.load(path, weights_only=True)["w"].numpy(), expected)
+
+
+def test_legacy_storage_views_and_big_endian_legacy_files(tmp_path):
+    """Pre-1.0 torch wrote storage views (view_metadata); a big-endian machine writes big-endian bytes."""
+    data = np.arange(8, dtype="<f4")
+    view = _tensor("0", 8, 1, (2,), (2,), legacy=True, view=("0-view", 3, 4))  # elements 3..6, then 4, 6
+    path = _write_legacy(tmp_path / "view.pth", _pickle(_dict(v=view)), [("0", 8, data.tobytes())])
+    assert read_torch_checkpoint(path)["v"].tolist() == [4.0, 6.0]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:  # torch.load agrees
+        assert torch.load(path, weights_only=True)["v"].tolist() == [4.0, 6.0]
+    tensors = _dict(
+        f=_tensor("0", 3, 0, (3,), (1,), legacy=True),
+        l=_tensor("1", 2, 0, (2,), (1,), "LongStorage", legacy=True),
+    )
+    storages = [
+        ("0", 3, np.array([1.5, -2, 3], ">f4").tobytes()),
+        ("1", 2, np.array([7, -9], ">i8").tobytes()),
+    ]
+    got = read_torch_checkpoint(_write_legacy(tmp_path / "big.pth", _pickle(tensors), storages, little=False))
+    assert got["f"].tolist() == [1.5, -2.0, 3.0] and got["l"].tolist() == [7, -9]
+    assert got["f"].dtype == np.float32 and got["l"].dtype == np.int64
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_newer_pickle_protocols_match_torch_load(tmp_path, protocol):
+    """torch.save(pickle_protocol=4/5): STACK_GLOBAL, FRAME and MEMOIZE instead of protocol 2's opcodes."""
+    torch = _torch()
+    g = torch.Generator().manual_seed(4)
+    obj = {"params": OrderedDict(w=torch.randn(2, 3, generator=g).t(), n=torch.tensor(3))}
+    for fmt in FORMATS:
+        path = tmp_path / f"{fmt}.pth"
+        torch.save(obj, path, pickle_protocol=protocol, _use_new_zipfile_serialization=fmt == "zip")
+        # torch's own weights_only unpickler stops at FRAME ("Unsupported operand 149"); the file
+        # is written just above, so the full unpickler is a safe oracle here.
+        _assert_same(read_torch_checkpoint(path), torch.load(path, weights_only=False), torch)
 
 
 class _Payload:
