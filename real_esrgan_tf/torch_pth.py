@@ -239,7 +239,7 @@ def _load_pickle(data: io.BufferedIOBase, storage_from_id=None):
 
 
 class _Storages:
-    """One buffer per storage key, read on first use; `read(key, nbytes) -> bytearray`."""
+    """One buffer per storage key, read by `read(key)` on first use and byte-swapped once if needed."""
 
     def __init__(self, read: Callable[[str], bytearray], swap_bytes: bool):
         self._read, self._swap, self._buffers, self._swapped = read, swap_bytes, {}, set()
@@ -294,8 +294,9 @@ def _materialize(obj, storages: _Storages):
                     if isinstance(key, _Frozen):
                         raise _Malformed(f"{key!r} used as a dict key")
                     value[key] = walk(item)
-                for item in getattr(value, "__dict__", {}).values():  # OrderedDict._metadata
-                    walk(item)
+                attributes = getattr(value, "__dict__", {})  # OrderedDict._metadata
+                for name, item in list(attributes.items()):
+                    attributes[name] = walk(item)
             return value
         if isinstance(value, tuple):
             return tuple(walk(item) for item in value)
