@@ -34,6 +34,7 @@ setup(
     install_requires=[
         "tensorflow==2.21.*",
         "absl-py",
+        "ml_dtypes",  # bfloat16 arrays from .pth checkpoints (a TensorFlow dependency anyway)
         "numpy",
         "pillow",
         "tqdm",
