@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from real_esrgan_tf.torch_pth import (
+from real_esrgan_tf.weights.torch_pickle import (
     ALLOWED_GLOBALS,
     TorchCheckpointError,
     read_torch_checkpoint,
@@ -502,7 +502,7 @@ def test_reading_needs_no_torch(tmp_path):
     """The module alone (numpy, ml_dtypes), with `import torch` made to fail."""
     pkl = _pickle(_dict(params=_dict(w=_tensor("0", 3, 0, (3,), (1,)))))
     path = _write_zip(tmp_path / "a.pth", pkl, [("0", np.arange(3, dtype="<f4").tobytes())])
-    module = Path(__file__).resolve().parents[1] / "real_esrgan_tf" / "torch_pth.py"
+    module = Path(__file__).resolve().parents[1] / "real_esrgan_tf" / "weights" / "torch_pickle.py"
     code = (
         "import importlib.util, sys; sys.modules['torch'] = None\n"
         f"spec = importlib.util.spec_from_file_location('torch_pth', {str(module)!r})\n"
