@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from real_esrgan_tf.export import (
+    SAVED_MODEL_INTERFACE_VERSION,
     ExportError,
     ServingConfig,
     SuperResolutionModule,
@@ -80,7 +81,9 @@ def test_saved_model_cli_lists_both_signatures(exported):
     ).stdout
     assert "signature_def['serving_default']" in out and "signature_def['upscale_image']" in out
     serving = out.split("signature_def['serving_default']")[1].split("signature_def[")[0]
-    assert "inputs['lr']" in serving and "DT_FLOAT" in serving and "shape: (-1, -1, -1, 3)" in serving
+    assert "inputs['lq']" in serving and "DT_FLOAT" in serving and "shape: (-1, -1, -1, 3)" in serving
+    assert "inputs['lr']" not in serving  # interface version 2 renamed it
+    assert int(tf.saved_model.load(path).interface_version.numpy()) == SAVED_MODEL_INTERFACE_VERSION == 2
     upscale = out.split("signature_def['upscale_image']")[1].split("signature_def[")[0]
     for expected in ("inputs['image']", "DT_STRING", "inputs['outscale']", "outputs['png_bytes']"):
         assert expected in upscale
@@ -102,7 +105,7 @@ def test_serving_default_equals_keras_on_photos(exported, rrdb_x2, photos, name,
     _, loaded = exported
     h, w = size
     lr = (photos[name][100 : 100 + h, 120 : 120 + w].astype(np.float32) / 255.0)[None]
-    sr = loaded.signatures["serving_default"](lr=tf.constant(lr))["sr"].numpy()
+    sr = loaded.signatures["serving_default"](lq=tf.constant(lr))["sr"].numpy()
     assert sr.shape == (1, 2 * h, 2 * w, 3)
     padded = np.pad(lr, [(0, 0), (0, h % 2), (0, w % 2), (0, 0)], mode="reflect")  # official mod_pad
     expected = rrdb_x2(padded).numpy()[:, : 2 * h, : 2 * w]
@@ -112,7 +115,7 @@ def test_serving_default_equals_keras_on_photos(exported, rrdb_x2, photos, name,
 def test_serving_default_batches(exported, rrdb_x2, rng):
     _, loaded = exported
     lr = rng.random((3, 12, 16, 3), dtype=np.float32)
-    sr = loaded.signatures["serving_default"](lr=tf.constant(lr))["sr"].numpy()
+    sr = loaded.signatures["serving_default"](lq=tf.constant(lr))["sr"].numpy()
     np.testing.assert_allclose(sr, rrdb_x2(lr).numpy(), atol=1e-5)
 
 
@@ -178,7 +181,7 @@ def test_images_of_one_pixel_side_are_mod_padded_like_upscale(exported, rrdb_x2,
         assert served.shape == expected.shape == (2 * h, 2 * w, 3)
         assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
     lr = rng.random((2, 1, 3, 3), dtype=np.float32)
-    sr = loaded.signatures["serving_default"](lr=tf.constant(lr))["sr"].numpy()
+    sr = loaded.signatures["serving_default"](lq=tf.constant(lr))["sr"].numpy()
     expected = rrdb_x2(np.pad(lr, [(0, 0), (0, 1), (0, 1), (0, 0)], mode="reflect")).numpy()[:, :2, :6]
     np.testing.assert_allclose(sr, expected, atol=1e-5)
 

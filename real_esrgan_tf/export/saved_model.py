@@ -1,7 +1,8 @@
 """Export a generator for deployment: a SavedModel for TensorFlow Serving, a TFLite model for phones.
 
 The SavedModel carries two signatures:
-- `serving_default`: float32 `lr` [B, H, W, 3] in [0, 1] -> `sr` [B, H*s, W*s, 3], dynamic H and W;
+- `serving_default`: float32 `lq` [B, H, W, 3] in [0, 1] -> `sr` [B, H*s, W*s, 3], dynamic H and W
+  (interface version 2; version 1 called the input `lr`);
 - `upscale_image`: encoded image bytes (`image`, PNG/JPEG/WEBP/BMP/GIF) and an optional `outscale`
   -> `png_bytes`. Decoding, tiling, the optional Lanczos resize and PNG encoding all run inside the
   graph, so TensorFlow Serving needs no Python. Tiles are processed one at a time by a
@@ -37,11 +38,23 @@ class ServingConfig:
     tile_pad: int = 10
 
 
+# The documented interface of our SavedModels (savedmodels/README.md). 1: `serving_default` took `lr`;
+# 2: it takes `lq` (the paper's name for the low-quality input). `upscale_image` is the same in both.
+SAVED_MODEL_INTERFACE_VERSION = 2
+
+
 class SuperResolutionModule(tf.Module):
-    """What TensorFlow Serving loads: the generator's variables plus the two serving functions."""
+    """What TensorFlow Serving loads: the generator's variables plus the two serving functions.
+
+    `interface_version` (an int32 variable, `SAVED_MODEL_INTERFACE_VERSION`) tells a reader of the
+    SavedModel which signature names to expect.
+    """
 
     def __init__(self, generator, config: ServingConfig = ServingConfig()):
         super().__init__(name="real_esrgan")
+        self.interface_version = tf.Variable(
+            SAVED_MODEL_INTERFACE_VERSION, dtype=tf.int32, trainable=False, name="interface_version"
+        )
         self.generator = generator
         self.scale = generator_scale(generator)
         self.multiple = input_multiple(generator)
@@ -50,7 +63,7 @@ class SuperResolutionModule(tf.Module):
         self.tile_pad = round_up(config.tile_pad, self.multiple)
         self.serving_default = tf.function(
             self._serving_default,
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="lr")],
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="lq")],
         )
         native_scale = tf.constant(float(self.scale))
 
@@ -66,9 +79,9 @@ class SuperResolutionModule(tf.Module):
         return {"serving_default": self.serving_default, "upscale_image": self.upscale_image}
 
     # -- float tensors ------------------------------------------------------------------------
-    def _run(self, lr):
+    def _run(self, lq):
         """[B, H, W, 3] with H, W multiples of self.multiple -> [B, H*s, W*s, 3]."""
-        return tf.cast(self.generator(lr, training=False), tf.float32)
+        return tf.cast(self.generator(lq, training=False), tf.float32)
 
     def _pad_to_multiple(self, image):
         """Reflect-pads H and W ([B, H, W, C]) up to self.multiple, as the official mod_pad.
@@ -87,9 +100,9 @@ class SuperResolutionModule(tf.Module):
         shape = tf.shape(image)
         return tf.gather(tf.gather(image, reflected(shape[1]), axis=1), reflected(shape[2]), axis=2)
 
-    def _serving_default(self, lr):
-        shape = tf.shape(lr)
-        sr = self._run(self._pad_to_multiple(lr))
+    def _serving_default(self, lq):
+        shape = tf.shape(lq)
+        sr = self._run(self._pad_to_multiple(lq))
         return {"sr": sr[:, : shape[1] * self.scale, : shape[2] * self.scale, :]}
 
     def tiled_upscale(self, image):

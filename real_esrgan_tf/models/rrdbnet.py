@@ -62,7 +62,7 @@ class RRDBNet(keras.Model):
                 dtype=dtype,
             )
 
-        inputs = keras.Input((None, None, num_in_ch), name="lr", dtype=input_dtype(dtype))
+        inputs = keras.Input((None, None, num_in_ch), name="lq", dtype=input_dtype(dtype))
         x = inputs
         if scale < 4:
             x = PixelUnshuffle(4 // scale, name="pixel_unshuffle", dtype=dtype)(x)

@@ -48,7 +48,7 @@ class SRVGGNetCompact(keras.Model):
                 filters, 3, padding="same", kernel_initializer=init, name=name, dtype=dtype
             )
 
-        inputs = keras.Input((None, None, num_in_ch), name="lr", dtype=input_dtype(dtype))
+        inputs = keras.Input((None, None, num_in_ch), name="lq", dtype=input_dtype(dtype))
         x = conv(num_feat, "body_0")(inputs)
         x = _activation(act, num_feat, "body_1", dtype)(x)
         for i in range(num_conv):

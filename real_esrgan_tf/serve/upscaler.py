@@ -47,7 +47,7 @@ class SuperResolver(Protocol):
     scale: int
     input_size: tuple[int, int] | None
 
-    def __call__(self, lr: np.ndarray) -> np.ndarray: ...
+    def __call__(self, lq: np.ndarray) -> np.ndarray: ...
 
 
 class NonFiniteOutputError(RuntimeError):
@@ -296,26 +296,26 @@ class Upscaler:
 
     def _run_window(self, window: np.ndarray) -> np.ndarray:
         """(h, w, 3) float32 -> (h*s, w*s, 3) float32, with TTA if asked."""
-        lr = np.ascontiguousarray(window[None], dtype=np.float32)
+        lq = np.ascontiguousarray(window[None], dtype=np.float32)
         if not self.options.tta:
-            sr = self._call_backend(lr)
+            sr = self._call_backend(lq)
         else:
             sr = None
             for forward, inverse in _d4_transforms():
-                part = inverse(self._call_backend(np.ascontiguousarray(forward(lr))))
+                part = inverse(self._call_backend(np.ascontiguousarray(forward(lq))))
                 sr = part if sr is None else sr + part
             sr = sr / 8.0
         if not np.isfinite(sr).all() and self.precision is not Precision.FP32:
             raise NonFiniteOutputError()
         return sr[0]
 
-    def _call_backend(self, lr: np.ndarray) -> np.ndarray:
+    def _call_backend(self, lq: np.ndarray) -> np.ndarray:
         """Pads the window up to a fixed backend input size if there is one, and crops back."""
         input_size = getattr(self.backend, "input_size", None)
-        _, h, w, _ = lr.shape
+        _, h, w, _ = lq.shape
         if input_size is None or (h, w) == tuple(input_size):
-            return self.backend(lr)
-        full = pad_to_window(lr, tuple(input_size))  # as the TFLite runner pads images smaller than T
+            return self.backend(lq)
+        full = pad_to_window(lq, tuple(input_size))  # as the TFLite runner pads images smaller than T
         s = self.scale
         return self.backend(full)[:, : h * s, : w * s]
 
