@@ -233,3 +233,23 @@ def test_negative_versions_are_refused_before_anything_is_written(rrdb_x2, tmp_p
     with pytest.raises(ExportError, match="only version folders >= 0"):
         export_saved_model(rrdb_x2, str(base), version=-1)
     assert not base.exists()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_in_graph_tile_plan_equals_the_python_plan(seed, rrdb_x2):
+    """The exported graph tiles with `tiling`'s rule: same windows and spans as the Upscaler's plan."""
+    from real_esrgan_tf.tiling import plan_tiles
+
+    rng = np.random.default_rng(seed)
+    compact = SRVGGNetCompact(num_conv=0, num_feat=4)
+    for generator, align in ((compact, 1), (rrdb_x2, 2)):
+        for _ in range(20):
+            tile, tile_pad = int(rng.integers(1, 64)), int(rng.integers(0, 16))
+            module = SuperResolutionModule(generator, ServingConfig(tile=tile, tile_pad=tile_pad))
+            plan_fn = tf.function(module.tile_plan)
+            height, width = (int(v) * align for v in rng.integers(1, 150, size=2))  # padded sizes
+            (win_h, win_w), spans = plan_fn(tf.constant(height), tf.constant(width))
+            expected = plan_tiles(height, width, tile, tile_pad, align)
+            assert (int(win_h), int(win_w)) == (expected.win_h, expected.win_w)
+            got = [tuple(int(v) for v in row) for row in spans.numpy().reshape(-1, 6)]
+            assert got == [(t.y0, t.y1, t.win_y, t.x0, t.x1, t.win_x) for t in expected.tiles]

@@ -22,6 +22,7 @@ import uuid
 
 import tensorflow as tf
 
+from real_esrgan_tf import tiling
 from real_esrgan_tf.export.common import ExportError, generator_scale
 from real_esrgan_tf.images import BT601_LUMA
 from real_esrgan_tf.models.layers import input_multiple
@@ -105,6 +106,24 @@ class SuperResolutionModule(tf.Module):
         sr = self._run(self._pad_to_multiple(lq))
         return {"sr": sr[:, : shape[1] * self.scale, : shape[2] * self.scale, :]}
 
+    def tile_plan(self, height, width):
+        """((win_h, win_w), spans [rows, cols, 6]: y0, y1, win_y, x0, x1, win_x) for a padded
+        (height, width) image: `tiling.plan_tiles`' rule (`tiling.core_span`) on int tensors."""
+        core, pad = self.tile, self.tile_pad
+        windows, axes = [], []
+        for size in (height, width):
+            window = tiling.window_size(size, core, pad, tf.minimum)
+            index = tf.range(tiling.tile_count(size, core))
+            span = tiling.core_span(index, size, core, pad, window, tf.minimum, tf.maximum)
+            axes.append(tf.stack(span, -1))
+            windows.append(window)
+        ys, xs = axes  # [rows, 3], [cols, 3]
+        rows, cols = tf.shape(ys)[0], tf.shape(xs)[0]
+        spans = tf.concat(
+            [tf.tile(ys[:, None, :], [1, cols, 1]), tf.tile(xs[None, :, :], [rows, 1, 1])], axis=-1
+        )
+        return tuple(windows), spans
+
     def tiled_upscale(self, image):
         """[H, W, 3] float in [0, 1] -> [H*s, W*s, 3], one tile in memory at a time.
 
@@ -121,19 +140,11 @@ class SuperResolutionModule(tf.Module):
         if self.tile == 0:
             out = self._run(padded[None])[0]
             return out[: height * s, : width * s, :]
-        core, pad = self.tile, self.tile_pad
-        win_h = tf.minimum(core + 2 * pad, p_height)
-        win_w = tf.minimum(core + 2 * pad, p_width)
-        rows = (p_height + core - 1) // core
-        cols = (p_width + core - 1) // core
-
-        def span(index, size, window):  # (core start, core end, window start) along one axis
-            c0 = index * core
-            return c0, tf.minimum(c0 + core, size), tf.maximum(0, tf.minimum(c0 - pad, size - window))
+        (win_h, win_w), spans = self.tile_plan(p_height, p_width)
+        rows, cols = tf.shape(spans)[0], tf.shape(spans)[1]
 
         def run_tile(row, col):
-            y0, y1, wy = span(row, p_height, win_h)
-            x0, x1, wx = span(col, p_width, win_w)
+            y0, y1, wy, x0, x1, wx = tf.unstack(spans[row, col])
             out = self._run(padded[None, wy : wy + win_h, wx : wx + win_w, :])[0]  # [win_h*s, win_w*s, 3]
             oy, ox = (y0 - wy) * s, (x0 - wx) * s
             return out[oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s, :]
