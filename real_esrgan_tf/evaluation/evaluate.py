@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
@@ -210,6 +211,12 @@ def _from_unit(values: np.ndarray, bit_depth: int) -> np.ndarray:
     return np.clip(np.round(values.astype(np.float64) * peak), 0, peak).astype(dtype)
 
 
+def _data_error_message(message: str) -> str:
+    """The data module's own message ('<shard>: record N ...') out of a tf.data assertion error."""
+    found = re.search(r"assertion failed: \[(.*?)\]", message, re.DOTALL)
+    return " ".join((found.group(1) if found else message).split())[:300]
+
+
 def iter_shard_pairs(file_pattern, verify_checksums: bool = True) -> Iterator[ImagePair | EvaluationError]:
     """Whole (uncropped) pairs from paired `prepare` shards, in shard order, back at their stored
     bit depth; named "<shard stem>_<record index>". A bad shard or record ends the iteration with
@@ -230,7 +237,7 @@ def iter_shard_pairs(file_pattern, verify_checksums: bool = True) -> Iterator[Im
         except StopIteration:
             return
         except tf.errors.OpError as e:
-            yield EvaluationError(" ".join(e.message.split())[:300])
+            yield EvaluationError(_data_error_message(e.message))
             return
         shard = os.path.splitext(os.path.basename(item["shard"].numpy().decode("utf-8")))[0]
         name = f"{shard}_{int(item['index'])}"
