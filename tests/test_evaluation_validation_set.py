@@ -31,7 +31,8 @@ def test_same_seed_same_bytes_other_seed_other_lq(tmp_path, gt_images):
     write_validation_set(degraded_validation_pairs(gt_images, seed=11), str(tmp_path / "b"))
     write_validation_set(degraded_validation_pairs(gt_images, seed=12), str(tmp_path / "c"))
     a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
-    assert names == ["0000", "0001"] and sorted(a) == ["gt/0000.png", "gt/0001.png", "lq/0000.png", "lq/0001.png"]
+    assert names == ["0000", "0001"]
+    assert sorted(a) == ["gt/0000.png", "gt/0001.png", "lq/0000.png", "lq/0001.png"]
     assert a == b
     assert all(a[f"lq/{n}.png"] != c[f"lq/{n}.png"] for n in names)
 
