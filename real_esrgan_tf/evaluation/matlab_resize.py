@@ -5,9 +5,9 @@ The rules MATLAB follows (imresize.m): output side ceil(scale * side); output pi
 to u = x / scale + 0.5 * (1 - 1 / scale); the cubic kernel with a = -0.5 (Keys); when shrinking with
 antialiasing the kernel is stretched by 1 / scale (width 4 / scale, weights scale * cubic(scale * d));
 each row of weights is normalised to sum 1; pixels outside the image are mirrored symmetrically
-(index -1 is pixel 0). Here each axis becomes one dense (out, in) weight matrix with the mirroring
-folded in, applied as a matrix product in float64 (BasicSR computes in float32 torch: results
-agree to about 1e-7 relative).
+(index -1 is pixel 0). Here each axis is a weighted sum of a few gathered taps with the mirroring
+folded into the indices, in float64 (BasicSR computes in float32 torch: results agree to about
+1e-7 relative).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def _mirror(index: np.ndarray, length: int) -> np.ndarray:
     return np.where(index >= length, period - 1 - index, index)
 
 
-def resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: bool = True) -> np.ndarray:
-    """(out_length, in_length) float64 matrix W with out = W @ in along one axis."""
+def axis_weights(in_length: int, out_length: int, scale: float, antialiasing: bool = True):
+    """(weights, indices), both (out_length, taps): output i = sum_t weights[i, t] * in[indices[i, t]],
+    indices 0-based and already mirrored into [0, in_length)."""
     width = 4.0
     shrink_aa = scale < 1 and antialiasing
     if shrink_aa:
@@ -47,10 +48,24 @@ def resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: b
     distance = u[:, None] - index
     weights = scale * _cubic(distance * scale) if shrink_aa else _cubic(distance)
     weights = weights / weights.sum(axis=1, keepdims=True)
+    return weights, _mirror(index.astype(np.int64) - 1, in_length)
+
+
+def resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: bool = True) -> np.ndarray:
+    """(out_length, in_length) float64 matrix W with out = W @ in along one axis."""
+    weights, indices = axis_weights(in_length, out_length, scale, antialiasing)
     matrix = np.zeros((out_length, in_length))
-    rows = np.repeat(np.arange(out_length), taps)
-    np.add.at(matrix, (rows, _mirror(index.astype(np.int64).ravel() - 1, in_length)), weights.ravel())
+    np.add.at(matrix, (np.arange(out_length)[:, None], indices), weights)
     return matrix
+
+
+def _resize_axis0(img: np.ndarray, out_length: int, scale: float, antialiasing: bool) -> np.ndarray:
+    weights, indices = axis_weights(img.shape[0], out_length, scale, antialiasing)
+    expand = (slice(None),) + (None,) * (img.ndim - 1)
+    out = np.zeros((out_length,) + img.shape[1:])
+    for t in range(weights.shape[1]):  # a few taps: memory stays O(output), unlike a dense matrix
+        out += weights[:, t][expand] * img[indices[:, t]]
+    return out
 
 
 def imresize(img: np.ndarray, scale: float, antialiasing: bool = True) -> np.ndarray:
@@ -64,11 +79,8 @@ def imresize(img: np.ndarray, scale: float, antialiasing: bool = True) -> np.nda
     if scale <= 0:
         raise ValueError(f"imresize: scale {scale} must be positive")
     h, w = img.shape[:2]
-    out_h, out_w = math.ceil(h * scale), math.ceil(w * scale)
-    rows = resize_matrix(h, out_h, scale, antialiasing)
-    cols = resize_matrix(w, out_w, scale, antialiasing)
-    out = np.tensordot(rows, img, axes=(1, 0))  # (out_h, W[, C])
-    out = np.tensordot(cols, out, axes=(1, 1))  # (out_w, out_h[, C])
+    out = _resize_axis0(img, math.ceil(h * scale), scale, antialiasing)  # rows first, as BasicSR
+    out = _resize_axis0(np.swapaxes(out, 0, 1), math.ceil(w * scale), scale, antialiasing)
     return np.ascontiguousarray(np.swapaxes(out, 0, 1))
 
 
