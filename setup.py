@@ -40,6 +40,6 @@ setup(
         "tqdm",
     ],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["real-esrgan-tf=real_esrgan_tf.cli:console_main"]},
+    entry_points={"console_scripts": ["real-esrgan-tf=real_esrgan_tf.cli.main:console_main"]},
     license="BSD-3-Clause",
 )

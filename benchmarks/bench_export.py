@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
 from real_esrgan_tf.export import Quantization, degraded_lr_crops, export_tflite_models  # noqa: E402
-from real_esrgan_tf.tflite_runner import TFLiteGenerator  # noqa: E402
+from real_esrgan_tf.serve.tflite_backend import TFLiteGenerator  # noqa: E402
 from real_esrgan_tf.weights import load_generator  # noqa: E402
 
 MODELS = {"animevideov3": "realesr-animevideov3", "x4plus": "realesrgan-x4plus"}

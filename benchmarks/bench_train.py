@@ -37,10 +37,10 @@ def bench_tf(stage: int, precision: str, xla: bool, batch: int, gt: int, repeats
     import keras
     import tensorflow as tf
 
-    from real_esrgan_tf.losses import PerceptualLoss, PerceptualLossConfig
     from real_esrgan_tf.models import RRDBNet, UNetDiscriminatorSN
+    from real_esrgan_tf.training.build import dtype_policy
     from real_esrgan_tf.training.config import Precision
-    from real_esrgan_tf.training.loop import dtype_policy
+    from real_esrgan_tf.training.losses import PerceptualLoss, PerceptualLossConfig
     from real_esrgan_tf.training.trainer import RealESRGANTrainer
 
     keras.utils.set_random_seed(0)

@@ -101,7 +101,8 @@ def rss_child(mode: str, tile: int = 256) -> None:
     from skimage import data
 
     from real_esrgan_tf import weights
-    from real_esrgan_tf.inference import KerasSuperResolver, Upscaler
+    from real_esrgan_tf.serve.keras_backend import KerasSuperResolver
+    from real_esrgan_tf.serve.upscaler import Upscaler
 
     photo = np.asarray(Image.fromarray(data.astronaut()).resize((2000, 2000), Image.Resampling.BICUBIC))
     if mode == "animevideov3":
@@ -151,7 +152,7 @@ def main() -> None:
         print(f"peak RSS MB: {json.dumps(rss)}", file=sys.stderr, flush=True)
 
     from real_esrgan_tf import weights
-    from real_esrgan_tf.inference import Upscaler
+    from real_esrgan_tf.serve.upscaler import Upscaler
 
     model = weights.load_generator("realesrgan-x4plus")
     variants = {

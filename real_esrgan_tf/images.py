@@ -20,6 +20,10 @@ from PIL import Image, UnidentifiedImageError
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+# ITU-R BT.601 luma weights (R, G, B), as cv2.COLOR_RGB2GRAY: how the official code turns an RGB result
+# back into a gray (or alpha) plane. The one definition for the Upscaler and the exported graph.
+BT601_LUMA = (0.299, 0.587, 0.114)
+
 class ImageError(Exception):
     """A file that cannot be read or written as an image; the message names file and reason."""
 

@@ -109,7 +109,7 @@ def pad_to_window(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(..., h, w, C) -> (..., H, W, C), padded at the bottom/right up to `size` = (H, W) >= (h, w).
 
     How an image smaller than a fixed model input (a TFLite window) is filled, the same for
-    `inference.Upscaler` and `tflite_runner.TFLiteGenerator` (the caller crops the output back):
+    `serve.upscaler.Upscaler` and `serve.tflite_backend.TFLiteGenerator` (the caller crops the output back):
     numpy 'reflect' when every pad is shorter than its side; else 'symmetric' (numpy repeats the
     mirroring for pads longer than the side) when both sides are > 1 px; else 'edge' (a 1 px side).
     One mode for both axes.

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 
-from real_esrgan_tf import cli
+from real_esrgan_tf.cli import main as cli
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
 def test_help_lists_the_commands_own_flags(name, capsys):
     assert cli.main(["real-esrgan-tf", name, "--help"]) == 0
     out = capsys.readouterr().out
-    module = cli.COMMANDS[name][0]
+    module = cli.COMMANDS[name][0].__name__
     assert f"{module}:" in out  # the flags defined by the sub-command's module are listed
     assert "verbose: Log at debug level" in out
 

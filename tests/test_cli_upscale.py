@@ -8,10 +8,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from real_esrgan_tf.cli import main
+from real_esrgan_tf.cli.main import main
 from real_esrgan_tf.images import encode_image, read_image
-from real_esrgan_tf.inference import Upscaler, blend_generators
 from real_esrgan_tf.models import SRVGGNetCompact
+from real_esrgan_tf.serve.keras_backend import blend_generators
+from real_esrgan_tf.serve.upscaler import Upscaler
 from real_esrgan_tf.weights import save_generator
 
 

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from real_esrgan_tf import images
+from real_esrgan_tf.data import plan as data_plan
 from real_esrgan_tf.data import prepare as prep
 from real_esrgan_tf.data.dataset import (
     DataError,
@@ -80,7 +81,7 @@ def _prepared(tmp_path, photos):
     images.write_image(str(src / "a.png"), photos["astronaut"][:64, :80])
     out = tmp_path / "out"
     prep.prepare(
-        prep.PrepareConfig(inputs=(str(src),), crop=32, step=16, num_shards=2), str(out), progress=False
+        data_plan.PrepareConfig(inputs=(str(src),), crop=32, step=16, num_shards=2), str(out), progress=False
     )
     return out, sorted(str(p) for p in out.glob("*.tfrecord"))
 

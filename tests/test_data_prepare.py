@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from real_esrgan_tf import cli, images
+from real_esrgan_tf import images
+from real_esrgan_tf.cli import main as cli
+from real_esrgan_tf.data import plan as data_plan
 from real_esrgan_tf.data import prepare as prep
 from real_esrgan_tf.data.dataset import make_record_dataset
 
@@ -20,22 +22,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_crop_starts_match_official_recipe_by_hand():
     # extract_subimages.py: arange(0, L - crop + 1, step), plus L - crop if the leftover > thresh
-    assert prep.crop_starts(1000, 400, 200, 0) == [0, 200, 400, 600]
-    assert prep.crop_starts(1100, 400, 200, 0) == [0, 200, 400, 600, 700]
-    assert prep.crop_starts(1100, 400, 200, 100) == [0, 200, 400, 600]  # leftover 100 is not > 100
-    assert prep.crop_starts(1101, 400, 200, 100) == [0, 200, 400, 600, 701]
-    assert prep.crop_starts(400, 400, 200, 0) == [0]
-    assert prep.crop_starts(250, 400, 200, 0) == [0]  # shorter than the crop: one short crop
-    boxes = prep.crop_boxes(250, 500, 400, 200, 0)
+    assert data_plan.crop_starts(1000, 400, 200, 0) == [0, 200, 400, 600]
+    assert data_plan.crop_starts(1100, 400, 200, 0) == [0, 200, 400, 600, 700]
+    assert data_plan.crop_starts(1100, 400, 200, 100) == [0, 200, 400, 600]  # leftover 100 is not > 100
+    assert data_plan.crop_starts(1101, 400, 200, 100) == [0, 200, 400, 600, 701]
+    assert data_plan.crop_starts(400, 400, 200, 0) == [0]
+    assert data_plan.crop_starts(250, 400, 200, 0) == [0]  # shorter than the crop: one short crop
+    boxes = data_plan.crop_boxes(250, 500, 400, 200, 0)
     assert boxes == [(0, 0, 250, 400), (0, 100, 250, 500)]
 
 
 def test_multiscale_sizes_as_official_script():
     # generate_multiscale_DF2K.py: int(w * s), int(h * s); shortest edge 400 keeps the aspect ratio
-    sizes = {v.name: v.size(1000, 1500) for v in prep.MULTISCALE}
+    sizes = {v.name: v.size(1000, 1500) for v in data_plan.MULTISCALE}
     assert sizes == {"x0.75": (750, 1125), "x0.5": (500, 750), "x0.333": (333, 500), "short400": (400, 600)}
-    assert prep.MULTISCALE[-1].size(1500, 1000) == (600, 400)
-    assert prep.MULTISCALE[2].size(300, 301) == (int(300 * (1 / 3)), int(301 * (1 / 3)))
+    assert data_plan.MULTISCALE[-1].size(1500, 1000) == (600, 400)
+    assert data_plan.MULTISCALE[2].size(300, 301) == (int(300 * (1 / 3)), int(301 * (1 / 3)))
 
 
 def _write_inputs(folder, photos):
@@ -81,7 +83,7 @@ def _records(pattern, paired=False):
 def test_round_trip_exact_pixels_and_metadata(tmp_path, photos):
     src = tmp_path / "src"
     _write_inputs(str(src), photos)
-    config = prep.PrepareConfig(inputs=(str(src),), crop=32, step=24, thresh=0, num_shards=3)
+    config = data_plan.PrepareConfig(inputs=(str(src),), crop=32, step=24, thresh=0, num_shards=3)
     manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
     assert [s["path"] for s in manifest["skipped"]] == ["broken.png", "cut.jpg"]
     assert "truncated" in manifest["skipped"][1]["reason"]
@@ -103,7 +105,7 @@ def test_round_trip_exact_pixels_and_metadata(tmp_path, photos):
     # every crop of the official grid, once
     for source, boxes in seen.items():
         h, w = _expected_rgb(str(src / source)).shape[:2]
-        assert sorted(boxes) == sorted(prep.crop_boxes(h, w, 32, 24, 0)), source
+        assert sorted(boxes) == sorted(data_plan.crop_boxes(h, w, 32, 24, 0)), source
     assert set(seen) == {
         "astronaut.png",
         "sub/coffee.jpg",
@@ -119,7 +121,7 @@ def test_multiscale_copies_are_pil_lanczos(tmp_path, photos):
     os.makedirs(src)
     original = photos["astronaut"][:60, :45]
     images.write_image(str(src / "a.png"), original)
-    config = prep.PrepareConfig(inputs=(str(src),), crop=0, multiscale=True)
+    config = data_plan.PrepareConfig(inputs=(str(src),), crop=0, multiscale=True)
     prep.prepare(config, str(tmp_path / "out"), progress=False)
     records = {r["image/variant"].decode(): r for r in _records(str(tmp_path / "out" / "*.tfrecord"))}
     assert sorted(records) == ["short400", "x0.333", "x0.5", "x0.75", "x1"]
@@ -146,12 +148,12 @@ def test_output_identical_whatever_the_worker_count(tmp_path, photos):
     os.makedirs(src)
     for i, name in enumerate(photos):
         images.write_image(str(src / f"{name}.png"), photos[name][i * 20 : i * 20 + 80, :96])
-    config = prep.PrepareConfig(inputs=(str(src),), crop=40, step=20, num_shards=4)
+    config = data_plan.PrepareConfig(inputs=(str(src),), crop=40, step=20, num_shards=4)
     one = prep.prepare(config, str(tmp_path / "w1"), workers=1, progress=False)
     two = prep.prepare(config, str(tmp_path / "w2"), workers=2, progress=False)
     assert one == two
     assert _manifest_bytes(tmp_path / "w1") == _manifest_bytes(tmp_path / "w2")
-    assert one["total_records"] == 3 * len(prep.crop_boxes(80, 96, 40, 20, 0))
+    assert one["total_records"] == 3 * len(data_plan.crop_boxes(80, 96, 40, 20, 0))
 
 
 def test_resume_after_sigkill_gives_the_same_manifest(tmp_path, photos):
@@ -200,7 +202,7 @@ def test_resume_after_sigkill_gives_the_same_manifest(tmp_path, photos):
         f.seek(100)
         f.write(b"\x00\x01\x02")
     assert cli.main(["real-esrgan-tf", "prepare", *args, "--output", str(out)]) == 0
-    config = prep.PrepareConfig(inputs=(str(src),), crop=32, step=16, num_shards=6)
+    config = data_plan.PrepareConfig(inputs=(str(src),), crop=32, step=16, num_shards=6)
     prep.prepare(config, str(tmp_path / "clean"), progress=False)
     assert _manifest_bytes(out) == _manifest_bytes(tmp_path / "clean")
     assert not [p for p in os.listdir(out) if p.startswith(".tmp-")]
@@ -246,7 +248,7 @@ def test_paired_mode_matches_names_checks_sizes_and_aligns_crops(tmp_path, photo
     assert set(reasons) == {"alone.png", "wrong.png"}
     assert "no LQ file" in reasons["alone.png"] and "is not 4 x LQ 20x32" in reasons["wrong.png"]
     records = _records(str(tmp_path / "out" / "*.tfrecord"), paired=True)
-    assert len(records) == len(prep.crop_boxes(24, 32, 16, 8, 0)) == manifest["total_records"]
+    assert len(records) == len(data_plan.crop_boxes(24, 32, 16, 8, 0)) == manifest["total_records"]
     for r in records:
         t, left, b, rr = r["image/crop_box"]
         np.testing.assert_array_equal(r["lq/crop_box"] * 4, r["image/crop_box"])
@@ -266,8 +268,8 @@ def test_command_line_errors(tmp_path, capsys):
     assert cli.main(["real-esrgan-tf", "prepare", "--input", str(tmp_path / "nope"), "--output", "x"]) == 1
     assert "not a folder" in capsys.readouterr().err
     assert cli.main(["real-esrgan-tf", "prepare", "--gt", str(empty), "--output", "x"]) == 2
-    with pytest.raises(prep.PrepareError, match="multiples of --scale"):
-        prep.make_plan(prep.PrepareConfig(gt=str(empty), lq=str(empty), scale=4, crop=30))
+    with pytest.raises(data_plan.PrepareError, match="multiples of --scale"):
+        data_plan.make_plan(data_plan.PrepareConfig(gt=str(empty), lq=str(empty), scale=4, crop=30))
 
 
 def test_multiscale_of_a_tiny_image_drops_only_the_zero_pixel_copies(tmp_path, photos):
@@ -275,7 +277,7 @@ def test_multiscale_of_a_tiny_image_drops_only_the_zero_pixel_copies(tmp_path, p
     os.makedirs(src)
     images.write_image(str(src / "tiny.png"), photos["coffee"][:2, :5])  # x0.333 -> 0 x 1
     images.write_image(str(src / "ok.png"), photos["coffee"][:6, :6])
-    config = prep.PrepareConfig(inputs=(str(src),), crop=0, multiscale=True)
+    config = data_plan.PrepareConfig(inputs=(str(src),), crop=0, multiscale=True)
     manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
     assert manifest["skipped"] == [
         {
@@ -302,13 +304,14 @@ def test_several_inputs_with_the_same_folder_name_keep_distinct_sources(tmp_path
     for d in ("div2k/images", "ost/images"):
         os.makedirs(tmp_path / d)
         images.write_image(str(tmp_path / d / "x.png"), rgba)
-    config = prep.PrepareConfig(inputs=(str(tmp_path / "div2k/images"), str(tmp_path / "ost/images")), crop=0)
+    inputs = (str(tmp_path / "div2k/images"), str(tmp_path / "ost/images"))
+    config = data_plan.PrepareConfig(inputs=inputs, crop=0)
     manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
     sources = sorted(r["image/source"].decode() for r in _records(str(tmp_path / "out" / "*.tfrecord")))
     assert sources == ["div2k/images/x.png", "ost/images/x.png"]
     assert manifest["alpha_dropped"] == 2
     # distinct names keep the short prefix
-    names = prep._input_prefixes((str(tmp_path / "div2k/images"), str(tmp_path / "ost")))
+    names = data_plan._input_prefixes((str(tmp_path / "div2k/images"), str(tmp_path / "ost")))
     assert names == ["images", "ost"]
 
 
@@ -316,10 +319,10 @@ def test_the_same_or_a_nested_input_folder_is_an_error(tmp_path, photos):
     os.makedirs(tmp_path / "a" / "sub")
     images.write_image(str(tmp_path / "a" / "sub" / "x.png"), photos["coffee"][:8, :8])
     a, sub = str(tmp_path / "a"), str(tmp_path / "a" / "sub")
-    with pytest.raises(prep.PrepareError, match="the same folder"):
-        prep.make_plan(prep.PrepareConfig(inputs=(a, a + "/"), crop=0))
-    with pytest.raises(prep.PrepareError, match="is inside --input"):
-        prep.make_plan(prep.PrepareConfig(inputs=(a, sub), crop=0))
+    with pytest.raises(data_plan.PrepareError, match="the same folder"):
+        data_plan.make_plan(data_plan.PrepareConfig(inputs=(a, a + "/"), crop=0))
+    with pytest.raises(data_plan.PrepareError, match="is inside --input"):
+        data_plan.make_plan(data_plan.PrepareConfig(inputs=(a, sub), crop=0))
 
 
 def test_rerun_after_an_input_changed_in_place_is_refused_not_mixed(tmp_path, photos):
@@ -328,14 +331,14 @@ def test_rerun_after_an_input_changed_in_place_is_refused_not_mixed(tmp_path, ph
     bmp = str(src / "x.bmp")  # same dimensions -> same file size: only the pixels differ
     images.write_image(bmp, photos["coffee"][:16, :16])
     images.write_image(str(src / "y.png"), photos["chelsea"][:16, :16])
-    config = prep.PrepareConfig(inputs=(str(src),), crop=8, step=8, num_shards=2)
+    config = data_plan.PrepareConfig(inputs=(str(src),), crop=8, step=8, num_shards=2)
     out = str(tmp_path / "out")
     prep.prepare(config, out, progress=False)
     size, mtime = os.path.getsize(bmp), os.stat(bmp).st_mtime_ns
     images.write_image(bmp, photos["astronaut"][:16, :16])
     os.utime(bmp, ns=(mtime + 10**9, mtime + 10**9))  # edited a second later
     assert os.path.getsize(bmp) == size
-    with pytest.raises(prep.PrepareError, match="x.bmp is new or changed"):
+    with pytest.raises(data_plan.PrepareError, match="x.bmp is new or changed"):
         prep.prepare(config, out, progress=False)
     prep.prepare(config, out, overwrite=True, progress=False)
     got = {
@@ -356,7 +359,7 @@ def test_paired_names_shared_by_several_files_are_skipped_not_guessed(tmp_path, 
         images.write_image(str(gt_dir / name), gt)
         images.write_image(str(lq_dir / name), lq)
     images.write_image(str(lq_dir / "a.bmp"), lq[::-1])  # which LQ is a.png's partner?
-    config = prep.PrepareConfig(gt=str(gt_dir), lq=str(lq_dir), scale=4, crop=0)
+    config = data_plan.PrepareConfig(gt=str(gt_dir), lq=str(lq_dir), scale=4, crop=0)
     manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
     reasons = {s["path"]: s["reason"] for s in manifest["skipped"]}
     assert sorted(reasons) == ["a.bmp", "a.png"]
@@ -371,7 +374,7 @@ def test_an_image_over_pillows_pixel_limit_is_skipped_not_fatal(tmp_path, photos
     images.write_image(str(src / "huge.png"), photos["coffee"][:40, :40])  # "huge" for the limit below
     images.write_image(str(src / "ok.png"), photos["coffee"][:8, :8])
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # error above 2 x 500 pixels, as 179 MP by default
-    config = prep.PrepareConfig(inputs=(str(src),), crop=0)
+    config = data_plan.PrepareConfig(inputs=(str(src),), crop=0)
     manifest = prep.prepare(config, str(tmp_path / "out"), progress=False)
     assert [s["path"] for s in manifest["skipped"]] == ["huge.png"]
     assert "too large for Pillow" in manifest["skipped"][0]["reason"]
@@ -386,4 +389,4 @@ def test_symlinked_sub_folders_are_read_once(tmp_path, photos):
     os.symlink(tmp_path / "div2k", tmp_path / "df2k" / "div2k")
     os.symlink(tmp_path / "flickr2k", tmp_path / "df2k" / "flickr2k")
     os.symlink(tmp_path / "df2k", tmp_path / "flickr2k" / "loop")  # a link back up must not loop
-    assert prep._list_images(str(tmp_path / "df2k")) == ["div2k/a.png", "flickr2k/b.png"]
+    assert data_plan._list_images(str(tmp_path / "df2k")) == ["div2k/a.png", "flickr2k/b.png"]

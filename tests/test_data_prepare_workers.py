@@ -15,6 +15,8 @@ import time
 import pytest
 
 from real_esrgan_tf import images
+from real_esrgan_tf.data import crops, parallel, records
+from real_esrgan_tf.data import plan as data_plan
 from real_esrgan_tf.data import prepare as prep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +70,7 @@ def test_ordered_map_keeps_the_input_order_whatever_finishes_first():
     # every third item is slow: later ones finish first on the other worker
     items = [(i, 0.08 if i % 3 == 0 else 0.0) for i in range(18)]
     before = multiprocessing.active_children()
-    out = list(prep.ordered_map(_echo, items, workers=2))
+    out = list(parallel.ordered_map(_echo, items, workers=2))
     assert [index for index, _ in out] == list(range(18))
     pids = {pid for _, pid in out}
     assert len(pids) == 2 and os.getpid() not in pids
@@ -81,7 +83,7 @@ def test_ordered_map_with_large_items_and_results_does_not_deadlock():
     items = [bytes([i]) * 2_000_000 for i in range(8)]
     out = []
     thread = threading.Thread(
-        target=lambda: out.extend(prep.ordered_map(_same, items, workers=2)), daemon=True
+        target=lambda: out.extend(parallel.ordered_map(_same, items, workers=2)), daemon=True
     )
     thread.start()
     thread.join(timeout=60)
@@ -92,8 +94,8 @@ def test_ordered_map_with_large_items_and_results_does_not_deadlock():
 def test_ordered_map_names_the_item_that_failed_in_a_worker_and_stops_the_rest():
     before = multiprocessing.active_children()
     items = [(i, 0.01) for i in range(6)] + [(-1, 0.0)] + [(i, 0.01) for i in range(7, 12)]
-    with pytest.raises(prep.WorkerError, match="ValueError: bad item -1") as e:
-        list(prep.ordered_map(_echo, items, workers=2))
+    with pytest.raises(parallel.WorkerError, match="ValueError: bad item -1") as e:
+        list(parallel.ordered_map(_echo, items, workers=2))
     assert e.value.index == 6 and "Traceback" in e.value.details
     assert _no_new_children(before)
 
@@ -101,12 +103,12 @@ def test_ordered_map_names_the_item_that_failed_in_a_worker_and_stops_the_rest()
 def test_ordered_map_names_the_item_of_a_worker_that_was_killed(tmp_path):
     before = multiprocessing.active_children()
     items = [(0, 0.0)] + [(i, 3.0) for i in range(1, 6)]  # worker 2 sleeps in item 1
-    results = prep.ordered_map(_echo, items, workers=2)
+    results = parallel.ordered_map(_echo, items, workers=2)
     try:
         _, first = next(results)
         (other,) = [p for p in multiprocessing.active_children() if p not in before and p.pid != first]
         os.kill(other.pid, signal.SIGKILL)
-        with pytest.raises(prep.WorkerError, match=r"ended unexpectedly \(killed by signal 9") as e:
+        with pytest.raises(parallel.WorkerError, match=r"ended unexpectedly \(killed by signal 9") as e:
             next(results)
         assert e.value.index == 1
     finally:
@@ -118,13 +120,13 @@ def test_results_in_flight_are_bounded_with_a_slow_writer(tmp_path, photos, monk
     """24 one-crop segments, 2 workers, a writer far slower than the workers: no more than
     2 x IN_FLIGHT_PER_WORKER segments may be handed out (or their results held) and not yet written."""
     _tiny_inputs(tmp_path / "src", photos, 24)
-    config = prep.PrepareConfig(inputs=(str(tmp_path / "src"),), crop=0, num_shards=3)
-    bound = 2 * prep.IN_FLIGHT_PER_WORKER
+    config = data_plan.PrepareConfig(inputs=(str(tmp_path / "src"),), crop=0, num_shards=3)
+    bound = 2 * parallel.IN_FLIGHT_PER_WORKER
     dispatched, received, written, in_flight, held = [], [], [], [], []
 
     def counting_reduce(seg):  # a segment is pickled when it is handed to a worker
         dispatched.append(seg.source)
-        return prep.Segment, tuple(getattr(seg, f.name) for f in dataclasses.fields(seg))
+        return data_plan.Segment, tuple(getattr(seg, f.name) for f in dataclasses.fields(seg))
 
     def counting_setstate(result, state):  # a result is unpickled when it reaches the parent
         received.append(state["source"])
@@ -139,8 +141,8 @@ def test_results_in_flight_are_bounded_with_a_slow_writer(tmp_path, photos, monk
         add(writer, result)
         written.append(result.source)
 
-    monkeypatch.setattr(prep.Segment, "__reduce__", counting_reduce)
-    monkeypatch.setattr(prep.SegmentResult, "__setstate__", counting_setstate, raising=False)
+    monkeypatch.setattr(data_plan.Segment, "__reduce__", counting_reduce)
+    monkeypatch.setattr(crops.SegmentResult, "__setstate__", counting_setstate, raising=False)
     monkeypatch.setattr(prep._ShardWriter, "add", slow_add)
     manifest = prep.prepare(config, str(tmp_path / "w2"), workers=2, progress=False)
     monkeypatch.undo()
@@ -156,7 +158,7 @@ def test_an_error_in_the_writer_stops_the_workers_and_keeps_only_finished_shards
     tmp_path, photos, monkeypatch, error
 ):
     _tiny_inputs(tmp_path / "src", photos, 12)
-    config = prep.PrepareConfig(inputs=(str(tmp_path / "src"),), crop=0, num_shards=3)
+    config = data_plan.PrepareConfig(inputs=(str(tmp_path / "src"),), crop=0, num_shards=3)
     add = prep._ShardWriter.add
     calls = []
 
@@ -173,7 +175,7 @@ def test_an_error_in_the_writer_stops_the_workers_and_keeps_only_finished_shards
         prep.prepare(config, str(out), workers=2, progress=False)
     assert _no_new_children(before)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".prepare")) == [
-        prep.shard_name(0, 3)
+        records.shard_name(0, 3)
     ]
     monkeypatch.undo()
     resumed = prep.prepare(config, str(out), workers=2, progress=False)
@@ -182,7 +184,7 @@ def test_an_error_in_the_writer_stops_the_workers_and_keeps_only_finished_shards
 
 def test_a_killed_worker_ends_prepare_with_an_error_not_a_hang(tmp_path, photos, monkeypatch):
     _tiny_inputs(tmp_path / "src", photos, 16)
-    config = prep.PrepareConfig(inputs=(str(tmp_path / "src"),), crop=0, num_shards=2)
+    config = data_plan.PrepareConfig(inputs=(str(tmp_path / "src"),), crop=0, num_shards=2)
     add = prep._ShardWriter.add
     before = multiprocessing.active_children()
 
@@ -194,7 +196,8 @@ def test_a_killed_worker_ends_prepare_with_an_error_not_a_hang(tmp_path, photos,
         add(writer, result)
 
     monkeypatch.setattr(prep._ShardWriter, "add", killing_add)
-    with pytest.raises(prep.PrepareError, match=r"a worker process ended unexpectedly \(killed by signal 9"):
+    killed = r"a worker process ended unexpectedly \(killed by signal 9"
+    with pytest.raises(data_plan.PrepareError, match=killed):
         prep.prepare(config, str(tmp_path / "out"), workers=2, progress=False)
     assert _no_new_children(before)
     assert not [p for p in os.listdir(tmp_path / "out") if p.startswith(".tmp-")]
@@ -229,7 +232,7 @@ def test_ctrl_c_stops_parent_and_workers_and_the_rerun_resumes(tmp_path, photos)
     assert b"interrupted; finished shards are kept" in err and b"Traceback" not in err
     assert _group_members(proc.pid) == []  # no worker left behind in the process group
     assert len(list(out.glob("shard-*.tfrecord"))) == 1
-    config = prep.PrepareConfig(inputs=(str(tmp_path / "src"),), crop=0, num_shards=4)
+    config = data_plan.PrepareConfig(inputs=(str(tmp_path / "src"),), crop=0, num_shards=4)
     # the kept shard came from another process: its bytes (checksum) must match this one's too
     assert prep.prepare(config, str(out), workers=2, progress=False) == prep.prepare(
         config, str(tmp_path / "clean"), progress=False

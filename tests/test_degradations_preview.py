@@ -5,7 +5,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from real_esrgan_tf import cli
+from real_esrgan_tf.cli import main as cli
 
 
 def test_degrade_writes_a_grid_and_the_drawn_parameters(tmp_path, photos, capsys):

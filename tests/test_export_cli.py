@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from real_esrgan_tf import cli
-from real_esrgan_tf.export import EMA_EXPORT_NAME
+from real_esrgan_tf.cli import main as cli
 from real_esrgan_tf.models import SRVGGNetCompact
-from real_esrgan_tf.tflite_runner import TFLiteGenerator, check_builtin_ops
-from real_esrgan_tf.weights import save_generator
+from real_esrgan_tf.serve.tflite_backend import TFLiteGenerator, check_builtin_ops
+from real_esrgan_tf.weights import EMA_EXPORT_NAME, save_generator
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from real_esrgan_tf.export import (
     export_saved_model,
     next_version,
 )
-from real_esrgan_tf.inference import Upscaler
 from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact
+from real_esrgan_tf.serve.upscaler import Upscaler
 
 
 def psnr(a, b, peak=1.0):

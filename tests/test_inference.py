@@ -6,15 +6,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from real_esrgan_tf.inference import (
-    KerasSuperResolver,
-    NonFiniteOutputError,
-    Precision,
-    Upscaler,
-    blend_generators,
-    resize_planes,
-)
 from real_esrgan_tf.models import PixelShuffle, RRDBNet, SRVGGNetCompact
+from real_esrgan_tf.serve.keras_backend import KerasSuperResolver, Precision, blend_generators
+from real_esrgan_tf.serve.upscaler import NonFiniteOutputError, Upscaler, resize_planes
 from real_esrgan_tf.tiling import plan_tiles, reflect_pad_to_multiple
 
 

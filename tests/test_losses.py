@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from real_esrgan_tf import losses
-from real_esrgan_tf.losses import (
+from real_esrgan_tf.training import losses
+from real_esrgan_tf.training.losses import (
     DEFAULT_LAYER_WEIGHTS,
     PerceptualLoss,
     PerceptualLossConfig,

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from real_esrgan_tf.ncnn_format import TAG_FP16, NcnnFormatError, load_ncnn, parse_param, read_weights
+from real_esrgan_tf.weights.ncnn_format import TAG_FP16, NcnnFormatError, load_ncnn, parse_param, read_weights
 
 
 def _models_dir() -> Path:

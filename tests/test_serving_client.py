@@ -23,10 +23,11 @@ from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from real_esrgan_tf import cli, serving_client
+from real_esrgan_tf.cli import main as cli
 from real_esrgan_tf.export import ServingConfig, export_saved_model
 from real_esrgan_tf.models import SRVGGNetCompact
-from real_esrgan_tf.serving_client import ServingError, ServingTarget
+from real_esrgan_tf.serve import client as serving_client
+from real_esrgan_tf.serve.client import ServingError, ServingTarget
 
 MODEL = "compact"
 

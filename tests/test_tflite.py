@@ -12,7 +12,7 @@ from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 from skimage import data
 
-from real_esrgan_tf import cli
+from real_esrgan_tf.cli import main as cli
 from real_esrgan_tf.export import (
     ExportError,
     Quantization,
@@ -21,9 +21,10 @@ from real_esrgan_tf.export import (
     export_tflite_models,
     int8_friendly,
 )
-from real_esrgan_tf.inference import Upscaler
 from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact
-from real_esrgan_tf.tflite_runner import TFLiteGenerator, TFLiteModelError, check_builtin_ops, windows
+from real_esrgan_tf.serve.tflite_backend import TFLiteGenerator, TFLiteModelError, check_builtin_ops
+from real_esrgan_tf.serve.upscaler import Upscaler
+from real_esrgan_tf.tiling import plan_tiles
 from real_esrgan_tf.weights import load_generator
 
 INPUT = 64  # fixed LR window of the exported models
@@ -53,20 +54,24 @@ def exported(animevideov3, tmp_path_factory):
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_windows_cover_the_axis_with_context(seed):
+def test_fixed_window_plan_covers_the_image_with_context(seed):
+    """The TFLite runner tiles with the Upscaler's planner: full-size windows inside the image, cores
+    covering every pixel once, each core with `pad` pixels of context or the image border."""
     rng = np.random.default_rng(seed)
     for _ in range(50):
         size = int(rng.integers(8, 80))
         pad = int(rng.integers(0, (size - 1) // 2 + 1))
-        length = int(rng.integers(size, 400))
-        spans = windows(length, size, pad)
-        cores = [(c0, c1) for _, c0, c1 in spans]
-        assert cores[0][0] == 0 and cores[-1][1] == length
-        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(cores, cores[1:], strict=False))
-        for start, c0, c1 in spans:
-            assert 0 <= start and start + size <= length and start <= c0 < c1 <= start + size
-            assert c0 - start >= pad or start == 0  # context on the left, or the image border
-            assert start + size - c1 >= pad or start + size == length
+        height, width = (int(v) for v in rng.integers(size, 400, size=2))
+        plan = plan_tiles(height, width, 0, pad, 1, (size, size))
+        assert (plan.win_h, plan.win_w) == (size, size)
+        covered = np.zeros((height, width), np.int32)
+        for t in plan.tiles:
+            covered[t.y0:t.y1, t.x0:t.x1] += 1
+            for c0, c1, start, length in ((t.y0, t.y1, t.win_y, height), (t.x0, t.x1, t.win_x, width)):
+                assert 0 <= start and start + size <= length and start <= c0 < c1 <= start + size
+                assert c0 - start >= pad or start == 0  # context before the core, or the image border
+                assert start + size - c1 >= pad or start + size == length
+        assert (covered == 1).all()
 
 
 def test_tiled_runner_equals_keras_when_the_pad_covers_the_receptive_field(tmp_path, photos):

@@ -12,6 +12,7 @@ import tensorflow as tf
 from real_esrgan_tf.degradations import TrainingPairPool, USMSharp, sample_kernels
 from real_esrgan_tf.models import RRDBNet, UNetDiscriminatorSN
 from real_esrgan_tf.training import monitoring
+from real_esrgan_tf.training.build import build_run
 from real_esrgan_tf.training.checkpoints import TrainingCheckpoint
 from real_esrgan_tf.training.config import (
     PIPELINE_DIR,
@@ -21,7 +22,6 @@ from real_esrgan_tf.training.config import (
     load_pipeline,
     pipeline_from_dict,
 )
-from real_esrgan_tf.training.loop import build_run
 from real_esrgan_tf.training.strategy import make_train_function
 from real_esrgan_tf.training.trainer import RealESRGANTrainer
 from tests.graph_checks import ops_without_gpu_kernel
@@ -151,7 +151,7 @@ def test_learning_rate_schedule_matches_basicsr_multistep():
     """Iteration k (1-based; the trainer's `step` is k - 1 while it runs) uses gamma ** #{milestones
     <= k - 1}: milestone m is the last iteration at the old rate, m + 1 the first at the decayed one.
     A repeated milestone decays twice (Counter). The optimizer's own `iterations` plays no part."""
-    from real_esrgan_tf.training.loop import make_optimizer
+    from real_esrgan_tf.training.build import make_optimizer
 
     config = load_pipeline("realesrnet_x4plus", ["optimizer.g_lr=1.0", "optimizer.milestones=[3, 5, 5]"])
     step = keras.Variable(0, dtype="int64", trainable=False)
@@ -388,7 +388,7 @@ def test_mixed_precision_steps_are_finite_with_float32_weights(precision, jit_co
 def test_discriminator_starts_from_an_official_netd_pth(tmp_path):
     """finetune recipes: D from RealESRGAN_x4plus_netD.pth ({"params": torch spectral-norm state})."""
     torch = pytest.importorskip("torch")
-    from real_esrgan_tf.training.loop import InitError
+    from real_esrgan_tf.weights import InitError
     from tests.test_discriminator import _TorchUNetD
 
     torch.manual_seed(0)
@@ -528,7 +528,7 @@ def test_strategy_errors_are_one_line_and_default_is_chief(monkeypatch):
 
 
 def test_x2_and_x1_start_from_x4_weights_except_conv_first():
-    from real_esrgan_tf.training.loop import InitError, copy_weights_by_layer
+    from real_esrgan_tf.weights import InitError, copy_weights_by_layer
 
     tiny = dict(num_feat=8, num_block=1, num_grow_ch=8)
     x4 = RRDBNet(scale=4, **tiny)

@@ -17,9 +17,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from real_esrgan_tf.training.build import build_run
 from real_esrgan_tf.training.config import load_pipeline
-from real_esrgan_tf.training.loop import EMA_EXPORT_NAME, build_run, train
-from real_esrgan_tf.weights import load_generator
+from real_esrgan_tf.training.loop import train
+from real_esrgan_tf.weights import EMA_EXPORT_NAME, load_generator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = [
@@ -138,7 +139,7 @@ def test_sigkilled_run_resumes_at_its_last_checkpoint_with_identical_weights(pai
 
 
 def test_bad_pipeline_key_is_one_line_error(tmp_path, capsys):
-    from real_esrgan_tf import cli
+    from real_esrgan_tf.cli import main as cli
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nbatch_size = 4\n")
@@ -210,7 +211,7 @@ def test_image_summaries_follow_image_every_steps_without_validation(paired_shar
 
 def test_synthetic_preview_batch_is_degraded_and_fixed(photos, tmp_path):
     from real_esrgan_tf.data.prepare import PrepareConfig, prepare
-    from real_esrgan_tf.training.loop import preview_batch
+    from real_esrgan_tf.training.build import preview_batch
 
     (tmp_path / "hr").mkdir()
     for name, photo in photos.items():
@@ -232,7 +233,7 @@ def test_synthetic_preview_batch_is_degraded_and_fixed(photos, tmp_path):
 
 def test_resuming_a_run_folder_of_another_stage_is_one_line_error(tmp_path, capsys):
     """A stage-1 run folder reused for stage 2 (resume is the default): one line, exit code 1."""
-    from real_esrgan_tf import cli
+    from real_esrgan_tf.cli import main as cli
 
     model_dir = str(tmp_path / "run")
     build_run(load_pipeline("smoke_cpu", OVERRIDES), model_dir).checkpoint.save()

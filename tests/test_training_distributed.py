@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from real_esrgan_tf.degradations import USMSharp
-from real_esrgan_tf.losses import PerceptualLoss, PerceptualLossConfig
+from real_esrgan_tf.training.losses import PerceptualLoss, PerceptualLossConfig
 from real_esrgan_tf.models import RRDBNet, UNetDiscriminatorSN
 from real_esrgan_tf.training.strategy import make_train_function
 from real_esrgan_tf.training.trainer import RealESRGANTrainer

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from real_esrgan_tf.cli import main
+from real_esrgan_tf.cli.main import main
 from real_esrgan_tf.images import decode_image, encode_image, read_image
 from real_esrgan_tf.models import SRVGGNetCompact
 from real_esrgan_tf.weights import save_generator
@@ -159,7 +159,7 @@ def test_output_too_large_for_webp_is_written_as_png(model_file, tmp_path, capsy
 
 
 def test_output_path_falls_back_to_png_only_over_the_format_limit():
-    from real_esrgan_tf.inference import output_path
+    from real_esrgan_tf.cli.upscale import output_path
 
     assert output_path("a.jpg", "o", "auto", "out", False, (65500, 10)) == os.path.join("o", "a_out.jpg")
     assert output_path("a.jpg", "o", "auto", "out", False, (10, 65501)) == os.path.join("o", "a_out.png")

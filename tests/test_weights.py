@@ -14,7 +14,6 @@ import pytest
 from real_esrgan_tf import weights
 from real_esrgan_tf.images import encode_image, read_image
 from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact
-from real_esrgan_tf.ncnn_format import parse_param
 from real_esrgan_tf.weights import (
     MissingDependencyError,
     WeightsError,
@@ -22,6 +21,8 @@ from real_esrgan_tf.weights import (
     pretrained_info,
     save_generator,
 )
+from real_esrgan_tf.weights import loader as weights_loader
+from real_esrgan_tf.weights.ncnn_format import parse_param
 
 
 def _psnr(a, b):
@@ -328,7 +329,7 @@ def test_pth_srvgg_without_prelu_needs_act(act, tmp_path, photos, capsys):
             torch, sd, x, num_conv, upscale, "leakyrelu")
     assert diff.abs().max() > 1e-3
     # through `upscale --act`
-    from real_esrgan_tf.cli import main
+    from real_esrgan_tf.cli.main import main
 
     src = tmp_path / "in.png"
     src.write_bytes(encode_image((image * 255).astype(np.uint8), "png"))
@@ -429,9 +430,9 @@ def test_cache_hit_miss_change_and_corruption(tmp_path, monkeypatch, caplog):
     path = tmp_path / "g.pth"
     torch.save({"params_ema": _srvgg_state(torch, 8, 1, 2, seed=1)}, path)
     conversions = []
-    real_convert = weights._model_from_pth
+    real_convert = weights_loader.generator_from_pth
     monkeypatch.setattr(
-        weights, "_model_from_pth", lambda p, *act: conversions.append(p) or real_convert(p, *act)
+        weights_loader, "generator_from_pth", lambda p, *act: conversions.append(p) or real_convert(p, *act)
     )
 
     first = load_generator(path, cache_dir=cache)  # miss: converts and writes the entry

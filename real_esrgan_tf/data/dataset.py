@@ -23,12 +23,12 @@ from collections.abc import Sequence
 import tensorflow as tf
 from absl import logging
 
-from real_esrgan_tf.data.prepare import sha256_file
 from real_esrgan_tf.data.records import (
     MANIFEST_NAME,
     SHARD_SUFFIX,
     RecordStatus,
     parse_record,
+    sha256_file,
     status_message,
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 
 SHARD_SUFFIX = ".tfrecord"
 MANIFEST_NAME = "manifest.json"
@@ -204,3 +205,15 @@ def status_message(shard, index, status):
         ["is fine"] + [STATUS_REASONS[RecordStatus(i)] for i in range(1, len(RecordStatus))]
     )
     return tf.strings.join([shard, ": record ", tf.strings.as_string(index), " ", reasons[status]])
+
+
+def shard_name(k: int, n: int) -> str:
+    return f"shard-{k:05d}-of-{n:05d}{SHARD_SUFFIX}"
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,4 +1,6 @@
-"""Training: U-Net SN discriminator + losses + the Real-ESRGAN train_step, distribution, checkpoints.
+"""Training: the Real-ESRGAN train_step (G, U-Net SN D, losses, EMA), distribution, checkpoints.
 
-Entry points: `config.load_pipeline`, `loop.build_run` / `loop.train`, `trainer.RealESRGANTrainer`.
+Modules: `config` (typed pipeline files; no TensorFlow import), `losses`, `trainer`
+(`RealESRGANTrainer`), `schedules`, `build` (`build_run`: models, weights, optimizers, data),
+`loop` (`train`), `checkpoints`, `monitoring`, `strategy`.
 """

@@ -15,8 +15,12 @@ import types
 import typing
 from typing import Any
 
-from real_esrgan_tf.degradations import DegradationConfig, DegradationConfigError
-from real_esrgan_tf.losses import DEFAULT_LAYER_WEIGHTS, VGG19_BLOCKS
+from real_esrgan_tf.degradations.config import DegradationConfig, DegradationConfigError
+
+# (block, number of convs, filters) of VGG19's feature part; a 2x2 max pool follows each block.
+VGG19_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
+# Official layer weights of the perceptual loss (BasicSR names convB_C = Keras blockB_convC).
+DEFAULT_LAYER_WEIGHTS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
 
 
 class ConfigError(ValueError):
@@ -43,6 +47,14 @@ class XlaScope(enum.StrEnum):
     OFF = "off"
     MODEL_STEP = "model_step"  # XLA for the G/D/EMA update; degradation and pool in graph mode
     FULL_STEP = "full_step"  # XLA for the whole step, degradation included
+
+
+class StrategyKind(enum.StrEnum):
+    """`train --strategy`: how replicas are laid out (see `training.strategy.make_strategy`)."""
+    DEFAULT = "default"
+    MIRRORED = "mirrored"
+    MULTI_WORKER = "multi_worker"
+    TPU = "tpu"
 
 
 class DataKind(enum.StrEnum):

@@ -8,18 +8,12 @@ draws its own random stream (the trainer folds the replica id into every seed).
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 
 import tensorflow as tf
 
-
-class StrategyKind(enum.StrEnum):
-    DEFAULT = "default"
-    MIRRORED = "mirrored"
-    MULTI_WORKER = "multi_worker"
-    TPU = "tpu"
+from real_esrgan_tf.training.config import StrategyKind
 
 
 class StrategyError(RuntimeError):

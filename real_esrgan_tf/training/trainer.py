@@ -17,7 +17,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from real_esrgan_tf import losses
+from real_esrgan_tf.training import losses
 
 KERNEL_KEYS = ("kernel1", "kernel2", "sinc_kernel")
 

@@ -1,7 +1,8 @@
 """The `real-esrgan-tf` command: one sub-command per stage of the flow.
 
-Each sub-command lives in the module of its stage and exposes two functions:
-`define_flags(fv: absl.flags.FlagValues)` and `run(fv) -> int` (the exit code). Flags are defined on
+Each sub-command is a module of this package with two functions: `define_flags(fv:
+absl.flags.FlagValues)` and `run(fv) -> int` (the exit code). They import TensorFlow only inside
+`run`, so `--help` stays fast. Flags are defined on
 a fresh `FlagValues` per invocation, so there is no global flag state and sub-commands may reuse
 flag names (`--input`, `--output`).
 """
@@ -9,20 +10,21 @@ flag names (`--input`, `--output`).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 
 from absl import flags, logging
 
-# name -> (module implementing define_flags/run, one-line help)
+from real_esrgan_tf.cli import client, degrade, export, prepare, train, upscale
+
+# name -> (module implementing define_flags/run, one-line help), in the order of the flow
 COMMANDS = {
-    "upscale": ("real_esrgan_tf.inference", "Upscale images with a pretrained or trained generator."),
-    "prepare": ("real_esrgan_tf.data.prepare", "Turn image folders into TFRecord shards."),
-    "degrade": ("real_esrgan_tf.degradations.preview", "Preview the high-order degradation on an image."),
-    "train": ("real_esrgan_tf.training.cli", "Train RealESRNet / RealESRGAN from a pipeline config."),
-    "export": ("real_esrgan_tf.export", "Export a generator as a SavedModel or TFLite model."),
-    "client": ("real_esrgan_tf.serving_client", "Upscale an image through TensorFlow Serving."),
+    "prepare": (prepare, "Turn image folders into TFRecord shards."),
+    "degrade": (degrade, "Preview the high-order degradation on an image."),
+    "train": (train, "Train RealESRNet / RealESRGAN from a pipeline config."),
+    "export": (export, "Export a generator as a SavedModel or TFLite model."),
+    "upscale": (upscale, "Upscale images with a pretrained or trained generator."),
+    "client": (client, "Upscale an image through TensorFlow Serving."),
 }
 
 
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "--verbose" not in argv[2:]:
         _quiet_tensorflow_import()
-    module = importlib.import_module(COMMANDS[name][0])
+    module = COMMANDS[name][0]
     fv = flags.FlagValues()
     module.define_flags(fv)
     flags.DEFINE_boolean("verbose", False, "Log at debug level.", flag_values=fv)

@@ -1,26 +1,20 @@
-"""Run an exported TFLite generator on images of any size with `ai_edge_litert`.
+"""Run an exported TFLite generator (fixed [1, T, T, 3] input, builtin ops) with `ai_edge_litert`.
 
-The TFLite model has one fixed LR input [1, T, T, 3] (phones want static shapes). `TFLiteGenerator`
-covers an image with T x T windows that overlap by `2 * tile_pad`, runs each window and keeps the
-centre ("core") of each, so every kept pixel had at least `tile_pad` LR pixels of real context on
-each side (or the true image border, where the network saw its usual zero padding). Windows always
-have the full size T, clamped inside the image, so no window runs on padding that the untiled
-model would not see; only images smaller than T are padded up to T, exactly as `inference.Upscaler`
-pads a window up to a fixed input (`tiling.pad_to_window`: reflect, symmetric or edge), so both give
-the same pixels. For the x2 / x1 RRDBNet (pixel-unshuffle by 2 / 4) the image is first reflect-padded
-to a multiple of 2 / 4 (as the Upscaler) and windows start on multiples of it, so each window sees the
-same unshuffle blocks as the whole image.
-
-It is a backend for `real_esrgan_tf.inference` (`SuperResolver`): a callable NHWC float32
-[1, h, w, 3] -> [1, h*s, w*s, 3] with `scale` and the fixed `input_size` (T, T). The Upscaler
-does its own tiling over that window; called directly, `TFLiteGenerator` tiles by itself.
+`TFLiteGenerator` is a backend for `serve.upscaler.Upscaler` (`SuperResolver`): NHWC float32
+[1, h, w, 3] -> [1, h*s, w*s, 3] with `scale` and the fixed `input_size` (T, T); the Upscaler plans
+the tiles and hands it T x T windows. Called directly on a larger image, it covers the image with
+T x T windows from the same planner (`tiling.plan_tiles`), so both give the same pixels: windows
+keep the full size T and slide back inside the image, every kept pixel has `tile_pad` LR pixels of
+context (or the image border), and only images smaller than T are padded up to it
+(`tiling.pad_to_window`). For the x2 / x1 RRDBNet (pixel-unshuffle by 2 / 4) the image is first
+reflect-padded to a multiple of 2 / 4 and windows start on multiples of it (official mod_pad).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from real_esrgan_tf.tiling import pad_to_window, reflect_pad_to_multiple, scale_alignment
+from real_esrgan_tf.tiling import pad_to_window, plan_tiles, reflect_pad_to_multiple, scale_alignment
 
 
 def _interpreter_module():
@@ -58,26 +52,6 @@ def check_builtin_ops(model_content: bytes, name: str = "<tflite>") -> set[str]:
     return ops
 
 
-def windows(length: int, size: int, pad: int) -> list[tuple[int, int, int]]:
-    """(window_start, core_start, core_end) along one axis of `length` >= `size` pixels.
-
-    Cores tile [0, length) exactly; each window [start, start + size) contains its core plus at
-    least `pad` pixels on each side that are inside the image.
-    """
-    if size <= 2 * pad:
-        raise ValueError(f"window {size} must exceed twice the tile_pad {pad}")
-    if length <= size:
-        return [(0, 0, length)]
-    out = []
-    core_start = 0
-    while core_start < length:
-        start = min(max(core_start - pad, 0), length - size)
-        core_end = length if start + size >= length else start + size - pad
-        out.append((start, core_start, core_end))
-        core_start = core_end
-    return out
-
-
 class TFLiteGenerator:
     """A fixed-input TFLite generator made to work on any image size.
 
@@ -105,9 +79,9 @@ class TFLiteGenerator:
             raise TFLiteModelError(f"{path}: output {list(out_shape)} is not an upscaled {list(in_shape)}")
         self._input, self._output = inputs[0], outputs[0]
         self.tile_size = int(in_shape[1])  # T
-        self.input_size = (self.tile_size, self.tile_size)  # what `inference.SuperResolver` reads
+        self.input_size = (self.tile_size, self.tile_size)  # what `serve.upscaler.SuperResolver` reads
         self.scale = int(out_shape[1] // in_shape[1])
-        # The x2 / x1 RRDBNet pixel-unshuffle 2x2 / 4x4 blocks first (as `inference.Upscaler`): windows
+        # The x2 / x1 RRDBNet pixel-unshuffle 2x2 / 4x4 blocks first (as `serve.upscaler.Upscaler`): windows
         # must start on block boundaries to see the blocks of the whole image, so the image is
         # reflect-padded to a multiple (official mod_pad) and the context is a multiple too.
         self.align = scale_alignment(self.scale)
@@ -144,15 +118,12 @@ class TFLiteGenerator:
         if image.shape[0] < size or image.shape[1] < size:  # the Upscaler's padding up to its window
             image = pad_to_window(image, (max(size, image.shape[0]), max(size, image.shape[1])))
         ph, pw = image.shape[:2]
+        plan = plan_tiles(ph, pw, 0, self.tile_pad, self.align, (size, size))  # the Upscaler's planner
         out = np.empty((ph * s, pw * s, 3), np.float32)
-        for ys, cy0, cy1 in windows(ph, size, self.tile_pad):
-            for xs, cx0, cx1 in windows(pw, size, self.tile_pad):
-                sr = self.run_window(image[ys : ys + size, xs : xs + size])
-                out[cy0 * s : cy1 * s, cx0 * s : cx1 * s] = sr[
-                    (cy0 - ys) * s : (cy1 - ys) * s, (cx0 - xs) * s : (cx1 - xs) * s
-                ]
+        for t in plan.tiles:
+            sr = self.run_window(image[t.win_y : t.win_y + size, t.win_x : t.win_x + size])
+            oy, ox = (t.y0 - t.win_y) * s, (t.x0 - t.win_x) * s
+            out[t.y0 * s : t.y1 * s, t.x0 * s : t.x1 * s] = sr[
+                oy : oy + (t.y1 - t.y0) * s, ox : ox + (t.x1 - t.x0) * s
+            ]
         return out[None, : h * s, : w * s]
-
-
-# The name `real_esrgan_tf.inference` loads .tflite files with.
-TFLiteSuperResolver = TFLiteGenerator

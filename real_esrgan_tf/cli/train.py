@@ -13,7 +13,7 @@ import sys
 
 from absl import flags
 
-from real_esrgan_tf.training.strategy import StrategyKind
+from real_esrgan_tf.training.config import StrategyKind
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -50,11 +50,12 @@ def run(fv: flags.FlagValues) -> int:
         return 2
 
     from real_esrgan_tf.data import DataError
-    from real_esrgan_tf.losses import VGGWeightsError
+    from real_esrgan_tf.training.build import build_run
     from real_esrgan_tf.training.checkpoints import CheckpointError
-    from real_esrgan_tf.training.loop import InitError, build_run, train
+    from real_esrgan_tf.training.loop import train
+    from real_esrgan_tf.training.losses import VGGWeightsError
     from real_esrgan_tf.training.strategy import StrategyError, make_strategy
-    from real_esrgan_tf.weights import WeightsError
+    from real_esrgan_tf.weights import InitError, WeightsError
 
     try:
         strategy = make_strategy(fv.strategy, fv.tpu)

@@ -12,10 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# (block, number of convs, filters) of VGG19's feature part; a 2x2 max pool follows each block.
-VGG19_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512))
-# Official layer weights of the perceptual loss (BasicSR names convB_C = Keras blockB_convC).
-DEFAULT_LAYER_WEIGHTS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
+from real_esrgan_tf.training.config import DEFAULT_LAYER_WEIGHTS, VGG19_BLOCKS
 
 # Input normalisations. Keras' ImageNet VGG19 was converted from Caffe: BGR, 0..255, mean subtracted.
 # torchvision's (what the official Real-ESRGAN uses): RGB in [0, 1], (x - mean) / std.

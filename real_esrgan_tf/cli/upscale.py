@@ -1,0 +1,202 @@
+"""`real-esrgan-tf upscale`: images or folders of images through a generator, official flags."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags, logging
+
+from real_esrgan_tf.serve.keras_backend import Precision
+from real_esrgan_tf.serve.upscaler import AlphaMode, Upscaler
+
+# ---------------------------------------------------------------------------- CLI
+EXTENSIONS = ("auto", "png", "jpg", "webp")
+_WRITABLE = {"png", "jpg", "jpeg", "webp", "bmp"}
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("input", None, "An image file or a folder of images.", flag_values=fv)
+    flags.DEFINE_string("output", "results", "Output folder (created if missing).", flag_values=fv)
+    flags.DEFINE_string(
+        "model", "realesrgan-x4plus",
+        "Pretrained model name (realesrgan-x4plus, realesrgan-x4plus-anime-6b, realesr-animevideov3[-x2|-x3])"
+        " or a path to a .pth, .weights.h5, .keras or .tflite file.", flag_values=fv)
+    flags.DEFINE_float("outscale", None, "Final upscaling factor (Lanczos after the net); default: the "
+                       "model's.", flag_values=fv)
+    flags.DEFINE_integer("tile", 0, "Tile size in input pixels, 0 = whole image (images with a side "
+                         "over 512 are tiled at 512 anyway; tiles are seam-free).", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_integer("tile_pad", 10, "Overlap around each tile, cropped away.", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_integer("pre_pad", 0, "Reflect padding at the bottom/right before the net.", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_enum("precision", "fp32", [p.value for p in Precision],
+                      "Compute precision; fp16/bf16 fall back to fp32 when the output is not finite.",
+                      flag_values=fv)
+    flags.DEFINE_enum("alpha", "model", [a.value for a in AlphaMode],
+                      "Alpha channel: through the model, bicubic, or dropped.", flag_values=fv)
+    flags.DEFINE_enum("ext", "auto", list(EXTENSIONS), "Output format; auto = the input's (PNG for RGBA).",
+                      flag_values=fv)
+    flags.DEFINE_string("suffix", "out", "Output name is {stem}_{suffix}.{ext} ({stem}.{ext} if empty; "
+                        "then an existing file of that name in an input's own folder is never overwritten).",
+                        flag_values=fv)
+    flags.DEFINE_boolean("tta", False, "Average the 8 flips/transposes (8x slower).", flag_values=fv)
+    flags.DEFINE_float("denoise_strength", 0.5,
+                       "realesr-general-x4v3 only: 1 keeps noise, 0 removes it (blend with the wdn weights).",
+                       lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_string("wdn_model", None, "The realesr-general-wdn-x4v3 weights; default: beside --model.",
+                        flag_values=fv)
+    flags.DEFINE_boolean("xla", False, "Compile the network with XLA.", flag_values=fv)
+    flags.DEFINE_enum("act", None, ["prelu", "relu", "leakyrelu"],
+                      "SRVGGNetCompact .pth without PReLU weights: the activation it was trained with "
+                      "(relu or leakyrelu; it cannot be told from the weights).", flag_values=fv)
+
+
+class _UserError(Exception):
+    """A one-line problem with the command line, a file or a model."""
+
+
+def _error(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"real-esrgan-tf upscale: error: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"real-esrgan-tf upscale: warning: {message}", file=sys.stderr)
+
+
+def _list_inputs(path: str) -> list[str]:
+    if os.path.isfile(path):
+        return [path]
+    if os.path.isdir(path):
+        try:
+            names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+        except OSError as e:
+            raise _UserError(f"{path}: cannot list the folder ({e.strerror or e})") from None
+        return [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
+    raise _UserError(f"{path}: no such file or folder")
+
+
+def _prepare_output(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise _UserError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
+    if not os.path.isdir(folder):
+        raise _UserError(f"{folder}: output is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _UserError(f"{folder}: output folder is not writable")
+
+
+def load_model(fv) -> tuple[object, float | None]:
+    """(Keras model or SuperResolver backend, default outscale or None) for the model flags."""
+    from real_esrgan_tf.serve.loading import ModelLoadError, load_upscale_model
+
+    try:
+        loaded = load_upscale_model(
+            fv.model, act=fv.act, denoise_strength=fv.denoise_strength, wdn_model=fv.wdn_model,
+            denoise_requested=fv["denoise_strength"].present,
+        )
+    except ModelLoadError as e:
+        raise _UserError(str(e)) from None
+    return loaded.model, loaded.default_outscale
+
+
+# Largest side each format can store (libwebp: 16383, libjpeg: 65500); PNG's limit is 2**31 - 1.
+MAX_SIDE = {"webp": 16383, "jpg": 65500, "jpeg": 65500}
+
+
+def output_path(
+    input_path: str, folder: str, ext: str, suffix: str, has_alpha: bool, size: tuple[int, int] | None = None
+) -> str:
+    """Official naming: {stem}_{suffix}.{ext}; ext auto keeps the input's; RGBA forces PNG, and so does
+    an output `size` (height, width) larger than the format can hold."""
+    stem, in_ext = os.path.splitext(os.path.basename(input_path))
+    extension = in_ext.lstrip(".").lower() if ext == "auto" else ext
+    if extension not in _WRITABLE or (has_alpha and extension in ("jpg", "jpeg")):
+        extension = "png"
+    if size is not None and max(size) > MAX_SIDE.get(extension, 2**31 - 1):
+        _warn(f"{input_path}: the {size[1]}x{size[0]} output is too large for {extension.upper()} "
+              f"(max side {MAX_SIDE[extension]}); writing PNG")
+        extension = "png"
+    name = f"{stem}_{suffix}" if suffix else stem
+    return os.path.join(folder, f"{name}.{extension}")
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def run(fv) -> int:
+    from tqdm import tqdm
+
+    from real_esrgan_tf.images import ImageError, read_image, write_image
+
+    if not fv.input:
+        _error("--input is required (an image file or a folder)")
+        return 1
+    try:
+        inputs = _list_inputs(fv.input)
+        _prepare_output(fv.output)
+        model, default_outscale = load_model(fv)
+        outscale = default_outscale if fv.outscale is None else fv.outscale  # --outscale 0 is an error
+        upscaler = Upscaler(
+            model, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=fv.precision,
+            tta=fv.tta, alpha=fv.alpha, outscale=outscale, jit_compile=fv.xla, progress=True,
+        )
+    except (_UserError, ValueError, TypeError) as e:
+        _error(str(e))
+        return 1
+    if not inputs:
+        _error(f"{fv.input}: no files in the folder")
+        return 1
+    input_real = {os.path.realpath(p) for p in inputs}
+    # (device, inode) also finds an input under another spelling (case-insensitive file systems)
+    input_ids = {file_id for file_id in map(_file_id, inputs) if file_id is not None}
+    # With --suffix "" an output is named like an image ({stem}.{ext}): in an input's own folder an
+    # existing file of that name is the user's (photo.jpg beside a single input photo.png), never
+    # overwritten. Elsewhere, and with a suffix, an existing output is a previous run's and replaced.
+    input_folders = {os.path.realpath(os.path.dirname(os.path.abspath(p))) for p in inputs}
+    input_folders |= {os.path.dirname(p) for p in input_real}  # an input that is a symlink: its target's
+    guard_siblings = not fv.suffix and os.path.realpath(fv.output) in input_folders
+    written: dict[str, str] = {}
+    failures = 0
+    for path in tqdm(inputs, desc="images", unit="img", disable=len(inputs) < 2):
+        try:
+            # outputs carry no EXIF; gray + alpha stays 2 channels (written as an LA PNG)
+            image = read_image(path, exif_orientation=True, keep_gray_alpha=True)
+            has_alpha = image.channels in (2, 4) and upscaler.options.alpha is not AlphaMode.NONE
+            size = upscaler.output_size(*image.pixels.shape[:2])
+            target = output_path(path, fv.output, fv.ext, fv.suffix, has_alpha, size)
+            real_target = os.path.realpath(target)
+            if real_target in input_real or _file_id(target) in input_ids:
+                raise _UserError(
+                    f"{path}: output {target} would overwrite an input; change --suffix or --output")
+            if real_target in written:
+                raise _UserError(f"{path}: output {target} already written from {written[real_target]}")
+            if guard_siblings and os.path.lexists(target):
+                raise _UserError(
+                    f"{path}: output {target} would overwrite an existing file in the input's folder "
+                    "(--suffix \"\" names outputs like images); change --suffix or --output")
+            if image.frames > 1:
+                _warn(f"{path}: {image.frames} frames (animated); only the first is upscaled")
+            result = upscaler.upscale(image.pixels)
+            write_image(target, result, icc_profile=image.icc_profile)  # e.g. Display P3 photos
+            written[real_target] = path
+        except (ImageError, _UserError) as e:
+            _error(str(e))
+            failures += 1
+        except Exception as e:  # keep going with the other images
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            _error(f"{path}: {type(e).__name__}: {reason[:200]}")
+            failures += 1
+    logging.info("upscaled %d of %d images into %s", len(inputs) - failures, len(inputs), fv.output)
+    return 1 if failures else 0
