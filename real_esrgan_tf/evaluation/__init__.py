@@ -1,11 +1,14 @@
-"""Evaluation: BasicSR-exact PSNR/SSIM/NIQE, MATLAB bicubic, scoring an upscaler on (LQ, GT) pairs,
-and a deterministic degraded validation set.
+"""Evaluation: BasicSR-exact PSNR/SSIM/NIQE (`metrics`, `niqe`), MATLAB bicubic (`matlab_resize`),
+scoring an upscaler on (LQ, GT) pairs (`evaluate`, behind `real-esrgan-tf evaluate`) and a
+deterministic degraded validation set (`validation_set`).
 
 `niqe_pris_params.npz` (NIQE's pristine model) comes from BasicSR 1.4.2 (Apache-2.0), converted
-there from the NIQE authors' MATLAB release. The validation-set helpers need TensorFlow and are
-imported on first use.
+there from the NIQE authors' MATLAB release. The numpy-only modules are imported here (the function
+`evaluate` must shadow its module's name); the validation-set helpers, which need TensorFlow, on
+first use.
 """
 
+from real_esrgan_tf._lazy import lazy_exports
 from real_esrgan_tf.evaluation.evaluate import (
     EvaluationResult,
     ImagePair,
@@ -26,12 +29,13 @@ from real_esrgan_tf.evaluation.matlab_resize import bicubic_upscale, imresize
 from real_esrgan_tf.evaluation.metrics import EvaluationError, calculate_psnr, calculate_ssim, rgb_to_y
 from real_esrgan_tf.evaluation.niqe import calculate_niqe
 
-_LAZY = {
-    "degraded_validation_pairs": "real_esrgan_tf.evaluation.validation_set",
-    "degrade_one": "real_esrgan_tf.evaluation.validation_set",
-    "image_seed": "real_esrgan_tf.evaluation.validation_set",
-    "write_validation_set": "real_esrgan_tf.evaluation.validation_set",
-}
+__getattr__, _lazy_dir, _lazy_all = lazy_exports(
+    __name__,
+    {
+        name: "real_esrgan_tf.evaluation.validation_set"
+        for name in ("degraded_validation_pairs", "degrade_one", "image_seed", "write_validation_set")
+    },
+)
 
 __all__ = [
     "EvaluationError",
@@ -55,13 +59,9 @@ __all__ = [
     "read_rgb",
     "rgb_to_y",
     "score_pair",
-    *sorted(_LAZY),
+    *_lazy_all,
 ]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'real_esrgan_tf.evaluation' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(__all__)

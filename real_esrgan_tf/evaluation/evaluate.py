@@ -38,7 +38,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 class Upscaling(Protocol):
     """Anything with `upscale(pixels (H, W, 3) uint8/uint16) -> (sH, sW, 3)`, e.g.
-    `real_esrgan_tf.inference.Upscaler`."""
+    `real_esrgan_tf.serve.Upscaler`."""
 
     def upscale(self, pixels: np.ndarray) -> np.ndarray: ...
 
@@ -279,12 +279,17 @@ def score_pair(
     niqe: bool = True,
     bicubic: bool = True,
 ) -> tuple[ImageScores, np.ndarray]:
-    """Upscales one pair and scores it: (scores, SR output). Raises EvaluationError on bad sizes."""
+    """Upscales one pair and scores it: (scores, SR output). Raises EvaluationError on bad sizes or
+    when the upscaler raises (that image only fails)."""
     lq = _rgb(np.asarray(pair.lq))
     lq_hw = lq.shape[:2]
     gt, cropped = (None, False) if pair.gt is None else match_gt(pair.name, lq_hw, _rgb(pair.gt), scale)
     start = time.perf_counter()
-    sr = _rgb(np.asarray(upscaler.upscale(lq)))
+    try:
+        sr = _rgb(np.asarray(upscaler.upscale(lq)))
+    except Exception as e:  # the model's failure on this image (memory, non-finite output, ...)
+        reason = str(e).splitlines()[0][:200] if str(e) else ""
+        raise EvaluationError(f"{pair.name}: upscaling failed: {type(e).__name__}: {reason}") from e
     seconds = time.perf_counter() - start
     want = (lq_hw[0] * scale, lq_hw[1] * scale)
     if sr.shape[:2] != want:
