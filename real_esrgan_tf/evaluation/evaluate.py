@@ -185,7 +185,8 @@ def load_pair(paths: PairPaths, need_gt: bool = True) -> ImagePair:
     return ImagePair(paths.name, read_rgb(paths.lq_path), gt)
 
 
-def _iter_paths(paths: list[PairPaths], need_gt: bool) -> Iterator[ImagePair | EvaluationError]:
+def iter_pair_paths(paths: list[PairPaths], need_gt: bool = True) -> Iterator[ImagePair | EvaluationError]:
+    """`load_pair` of each entry, an EvaluationError item where it fails."""
     for p in paths:
         try:
             yield load_pair(p, need_gt)
@@ -195,7 +196,7 @@ def _iter_paths(paths: list[PairPaths], need_gt: bool) -> Iterator[ImagePair | E
 
 def iter_folder_pairs(gt_dir: str, lq_dir: str, lq_suffix: str = "") -> Iterator[ImagePair | EvaluationError]:
     """Pairs from GT and LQ folders (see `pair_folders`), read one at a time."""
-    return _iter_paths(pair_folders(gt_dir, lq_dir, lq_suffix), need_gt=True)
+    return iter_pair_paths(pair_folders(gt_dir, lq_dir, lq_suffix), need_gt=True)
 
 
 def iter_lq_folder(lq_dir: str) -> Iterator[ImagePair | EvaluationError]:
@@ -203,7 +204,7 @@ def iter_lq_folder(lq_dir: str) -> Iterator[ImagePair | EvaluationError]:
     paths, problems = _by_stem(lq_dir)
     names = sorted(set(paths) | set(problems))
     items = [PairPaths(n, paths.get(n), None, problems.get(n, "")) for n in names]
-    return _iter_paths(items, need_gt=False)
+    return iter_pair_paths(items, need_gt=False)
 
 
 def _from_unit(values: np.ndarray, bit_depth: int) -> np.ndarray:
