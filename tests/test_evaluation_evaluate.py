@@ -190,8 +190,6 @@ def test_shard_pairs_come_back_whole_at_their_bit_depth(tmp_path, photos):
         assert item.gt.dtype == gt.dtype and item.lq.dtype == np.uint8
         np.testing.assert_array_equal(item.gt, gt)
         np.testing.assert_array_equal(item.lq, lq)
-    result = evaluate(BicubicUpscaler(4), iter_shard_pairs(shard), scale=4, niqe=False)
-    assert len(result.rows) == 2 and not result.failures
     data = open(shard, "rb").read()
     broken = tmp_path / "broken.tfrecord"
     broken.write_bytes(data[: len(data) - 40])  # truncated inside the last record
