@@ -29,7 +29,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["real_esrgan_tf", "real_esrgan_tf.*"]),
-    package_data={"real_esrgan_tf": ["samples/*"]},
+    # evaluation/niqe_pris_params.npz: NIQE's pristine model from BasicSR 1.4.2 (Apache-2.0)
+    package_data={"real_esrgan_tf": ["samples/*", "evaluation/niqe_pris_params.npz"]},
     install_requires=[
         "tensorflow==2.21.*",
         "absl-py",

@@ -15,7 +15,7 @@ import sys
 
 from absl import flags, logging
 
-from real_esrgan_tf.cli import client, degrade, export, prepare, train, upscale
+from real_esrgan_tf.cli import client, degrade, evaluate, export, prepare, train, upscale
 
 # name -> (module implementing define_flags/run, one-line help), in the order of the flow
 COMMANDS = {
@@ -24,6 +24,7 @@ COMMANDS = {
     "train": (train, "Train RealESRNet / RealESRGAN from a pipeline config."),
     "export": (export, "Export a generator as a SavedModel or TFLite model."),
     "upscale": (upscale, "Upscale images with a pretrained or trained generator."),
+    "evaluate": (evaluate, "Score a generator: PSNR/SSIM against GT (and bicubic's), NIQE."),
     "client": (client, "Upscale an image through TensorFlow Serving."),
 }
 
