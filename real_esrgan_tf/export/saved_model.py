@@ -1,4 +1,4 @@
-"""Export a generator for deployment: a SavedModel for TensorFlow Serving, a TFLite model for phones.
+"""A SavedModel for TensorFlow Serving: the generator plus in-graph decoding, tiling and PNG encoding.
 
 The SavedModel carries two signatures:
 - `serving_default`: float32 `lq` [B, H, W, 3] in [0, 1] -> `sr` [B, H*s, W*s, 3], dynamic H and W

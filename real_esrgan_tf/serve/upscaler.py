@@ -1,4 +1,4 @@
-"""Upscaling images of any size with a super-resolution generator, and the `upscale` command.
+"""Upscaling images of any size with a super-resolution generator (`Upscaler`, behind `upscale`).
 
 Follows the official RealESRGANer conventions (reflect pre-pad, reflect padding to a multiple of
 4/scale for the x2/x1 unshuffle nets, tiles with a padded border that is cropped away, Lanczos
