@@ -253,3 +253,19 @@ def test_in_graph_tile_plan_equals_the_python_plan(seed, rrdb_x2):
             assert (int(win_h), int(win_w)) == (expected.win_h, expected.win_w)
             got = [tuple(int(v) for v in row) for row in spans.numpy().reshape(-1, 6)]
             assert got == [(t.y0, t.y1, t.win_y, t.x0, t.x1, t.win_x) for t in expected.tiles]
+
+
+def test_upscale_loader_runs_an_exported_saved_model(exported, rrdb_x2, photos):
+    """`--model savedmodels/<name>` (the base folder: its highest version) or a version folder runs the
+    served graph through the Upscaler: same pixels as the Keras model."""
+    from real_esrgan_tf.serve.loading import load_upscale_model
+
+    path, _ = exported
+    image = photos["coffee"][40:71, 50:87]  # odd sizes: the graph pads for the x2 unshuffle
+    expected = Upscaler(rrdb_x2).upscale(image)
+    for spec in (path, os.path.dirname(path)):
+        loaded = load_upscale_model(spec)
+        assert loaded.model.scale == 2 and loaded.model.interface_version == 2
+        assert loaded.model.input_name == "lq"
+        got = Upscaler(loaded.model).upscale(image)
+        assert got.shape == expected.shape and np.abs(got.astype(int) - expected.astype(int)).max() <= 1
