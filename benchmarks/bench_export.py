@@ -5,9 +5,9 @@ fixed LR input 128x128, `ai_edge_litert` with 2 threads and its default XNNPACK 
 of several runs after one warm-up; Keras fp32 (tf.function, same threads) runs in the same process
 as the reference. PSNR is measured on degraded LR crops of real photographs (astronaut, coffee,
 chelsea) that calibration (rocket, motorcycle) never saw: `psnr_db_vs_keras_fp32` on the fixed
-blur + bicubic + JPEG crops of `export.degraded_lr_crops`, `psnr_db_degradations` on crops made by
-the training degradation (`real_esrgan_tf.degradations`, `training_degraded_lr_crops` below). int8
-calibration crops come from `degraded_lr_crops` as in `real-esrgan-tf export`, or from the training
+blur + bicubic + JPEG crops of `export.degraded_lq_crops`, `psnr_db_degradations` on crops made by
+the training degradation (`real_esrgan_tf.degradations`, `training_degraded_lq_crops` below). int8
+calibration crops come from `degraded_lq_crops` as in `real-esrgan-tf export`, or from the training
 degradation with `--calibration degradations` (measured worse: see BUILD_NOTES.md).
 Target (issue 5): compact int8 < 60 ms with PSNR >= 30 dB.
 
@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
-from real_esrgan_tf.export import Quantization, degraded_lr_crops, export_tflite_models  # noqa: E402
+from real_esrgan_tf.export import Quantization, degraded_lq_crops, export_tflite_models  # noqa: E402
 from real_esrgan_tf.serve.tflite_backend import TFLiteGenerator  # noqa: E402
 from real_esrgan_tf.weights import load_generator  # noqa: E402
 
@@ -75,7 +75,7 @@ def _degradation_function(scale: int, gt_size: int):
     return degrade
 
 
-def training_degraded_lr_crops(images, *, size: int, scale: int, count: int, seed: int = 0) -> list:
+def training_degraded_lq_crops(images, *, size: int, scale: int, count: int, seed: int = 0) -> list:
     """LR crops [size, size, 3] float32 of photos through the training degradation (x4plus settings at
     this scale; x3 uses the x4 one): random GT crops of size * scale (at least 256: the 21x21 blurs and
     51x51 USM need room; photos smaller than that are enlarged bicubic), one seed per crop, a random
@@ -102,7 +102,7 @@ def training_degraded_lr_crops(images, *, size: int, scale: int, count: int, see
     return crops
 
 
-CALIBRATION = {"blur_jpeg": degraded_lr_crops, "degradations": training_degraded_lr_crops}
+CALIBRATION = {"blur_jpeg": degraded_lq_crops, "degradations": training_degraded_lq_crops}
 
 
 def bench_model(key: str, size: int, threads: int, runs: int, calibration_crops: int,
@@ -110,8 +110,8 @@ def bench_model(key: str, size: int, threads: int, runs: int, calibration_crops:
     generator = load_generator(MODELS[key])
     scale = int(generator.scale)
     test_photos = [data.astronaut(), data.coffee(), data.chelsea()]
-    test = degraded_lr_crops(test_photos, size=size, scale=scale, count=3, seed=5)
-    test_degraded = training_degraded_lr_crops(test_photos, size=size, scale=scale, count=3, seed=5)
+    test = degraded_lq_crops(test_photos, size=size, scale=scale, count=3, seed=5)
+    test_degraded = training_degraded_lq_crops(test_photos, size=size, scale=scale, count=3, seed=5)
     calibration = CALIBRATION[calibration_method](
         [data.rocket(), data.stereo_motorcycle()[0]], size=size, scale=scale, count=calibration_crops, seed=1
     )

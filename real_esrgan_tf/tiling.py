@@ -10,7 +10,6 @@ core still gets at least `tile_pad` pixels of context on every side that is not 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -48,22 +47,37 @@ def scale_alignment(scale: int) -> int:
     return {2: 2, 1: 4}.get(scale, 1)
 
 
+def window_size(size, core, pad, minimum=min):
+    """The window along an axis of `size` pixels for cores of `core` > 0 pixels: core + 2 * pad,
+    at most the axis. With `minimum=tf.minimum` it runs on int tensors (the exported graph)."""
+    return minimum(core + 2 * pad, size)
+
+
+def tile_count(size, core):
+    """Number of cores of `core` > 0 pixels covering `size` pixels (ints or int tensors)."""
+    return (size + core - 1) // core
+
+
+def core_span(index, size, core, pad, window, minimum=min, maximum=max):
+    """(core start, core end, window start) of tile `index` along an axis of `size` pixels.
+
+    The window is slid back inside the image at the border rather than shrunk. The one rule for the
+    Upscaler, the TFLite runner and, with `tf.minimum` / `tf.maximum`, the exported graph.
+    """
+    c0 = index * core
+    return c0, minimum(c0 + core, size), maximum(0, minimum(c0 - pad, size - window))
+
+
 def _axis(size: int, core: int, pad: int, window: int | None) -> tuple[int, list[tuple[int, int, int]]]:
     """(window size, [(core start, core end, window start)]) along one axis."""
     if window is None:
-        window = size if core <= 0 else min(core + 2 * pad, size)
         core = size if core <= 0 else core
+        window = window_size(size, core, pad)
     elif size <= window:  # fixed window (e.g. a TFLite model) that holds the whole axis
         core = size
     else:  # fixed window: the core is what remains inside the pad
         core = max(window - 2 * pad, 1)
-    spans = []
-    for i in range(math.ceil(size / core)):
-        c0, c1 = i * core, min((i + 1) * core, size)
-        # Slide the window back inside the image rather than shrinking it.
-        start = max(0, min(c0 - pad, size - window))
-        spans.append((c0, c1, start))
-    return window, spans
+    return window, [core_span(i, size, core, pad, window) for i in range(tile_count(size, core))]
 
 
 def plan_tiles(

@@ -46,3 +46,32 @@ def test_console_output_is_the_error_line_only_and_verbose_shows_tensorflow_logs
     assert len(lines) == 2 and "upscaled 0 of 1 images" in lines[1], lines  # the summary log line
     verbose = subprocess.run(command + ["--verbose"], capture_output=True, text=True, env=env, timeout=300)
     assert verbose.returncode == 1 and len(verbose.stderr.splitlines()) > len(lines)
+
+
+def test_help_is_fast_and_imports_no_tensorflow():
+    """`real-esrgan-tf --help` and each command's --help run without importing TensorFlow."""
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "from real_esrgan_tf.cli.main import main\n"
+        "assert main(['real-esrgan-tf', '--help']) == 0\n"
+        "for name in ('prepare', 'degrade', 'train', 'export', 'upscale', 'client'):\n"
+        "    assert main(['real-esrgan-tf', name, '--help']) == 0\n"
+        "print('SECONDS', time.perf_counter() - t)\n"
+        "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("SECONDS", "TF")))
+    assert lines["TF"] == "False False"
+    assert float(lines["SECONDS"]) < 2.0
+
+
+def test_training_config_loads_without_tensorflow():
+    code = (
+        "import sys\n"
+        "from real_esrgan_tf.training.config import load_pipeline\n"
+        "config = load_pipeline('realesrgan_x4plus')\n"
+        "assert config.train.scale == 4\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "False"]

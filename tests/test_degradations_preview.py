@@ -38,3 +38,29 @@ def test_degrade_reports_a_bad_input_in_one_line(tmp_path, capsys):
     assert code == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "broken.png" in out[0] and "not an image" in out[0]
+
+
+def test_paired_validation_set_is_the_same_bytes_for_the_same_seed(tmp_path, photos, capsys):
+    gt_dir = tmp_path / "gt_photos"
+    gt_dir.mkdir()
+    Image.fromarray(photos["coffee"][:100, :130]).save(gt_dir / "coffee.png")
+    Image.fromarray(photos["chelsea"][:90, :90]).save(gt_dir / "chelsea.png")
+    (gt_dir / "notes.png").write_text("not an image")
+
+    def make(out, seed):
+        args = ["real-esrgan-tf", "degrade", "--paired", "--input", str(gt_dir), "--output", str(out),
+                "--seed", str(seed), "--scale", "4"]
+        return cli.main(args)
+
+    assert make(tmp_path / "a", 7) == 1  # the bad file fails, the others are written
+    err = capsys.readouterr().out
+    assert f"error: {gt_dir / 'notes.png'}" in err
+    assert make(tmp_path / "b", 7) == 1 and make(tmp_path / "c", 8) == 1
+    for name, side in (("coffee", 100), ("chelsea", 88)):  # the largest multiple of 4 that fits
+        a_gt, a_lq = (tmp_path / "a" / d / f"{name}.png" for d in ("gt", "lq"))
+        assert Image.open(a_gt).size == (side, side) and Image.open(a_lq).size == (side // 4, side // 4)
+        for d in ("gt", "lq"):
+            same_seed = (tmp_path / "b" / d / f"{name}.png").read_bytes()
+            assert (tmp_path / "a" / d / f"{name}.png").read_bytes() == same_seed
+        assert a_lq.read_bytes() != (tmp_path / "c" / "lq" / f"{name}.png").read_bytes()
+    assert not (tmp_path / "a" / "gt" / "notes.png").exists()

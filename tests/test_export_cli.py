@@ -35,7 +35,7 @@ def test_saved_model_from_a_training_folder(model, model_dir, tmp_path, capsys):
     assert export(f"--model={model_dir}", "--format=saved_model", f"--output={base}", "--tile=32") == 0
     assert capsys.readouterr().out.strip() == str(base / "1")
     lr = np.random.default_rng(0).random((1, 11, 13, 3), dtype=np.float32)
-    sr = tf.saved_model.load(str(base / "1")).signatures["serving_default"](lr=tf.constant(lr))["sr"]
+    sr = tf.saved_model.load(str(base / "1")).signatures["serving_default"](lq=tf.constant(lr))["sr"]
     np.testing.assert_allclose(sr.numpy(), model(lr).numpy(), atol=1e-5)
 
 

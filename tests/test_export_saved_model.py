@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from real_esrgan_tf.export import (
+    SAVED_MODEL_INTERFACE_VERSION,
     ExportError,
     ServingConfig,
     SuperResolutionModule,
@@ -80,7 +81,9 @@ def test_saved_model_cli_lists_both_signatures(exported):
     ).stdout
     assert "signature_def['serving_default']" in out and "signature_def['upscale_image']" in out
     serving = out.split("signature_def['serving_default']")[1].split("signature_def[")[0]
-    assert "inputs['lr']" in serving and "DT_FLOAT" in serving and "shape: (-1, -1, -1, 3)" in serving
+    assert "inputs['lq']" in serving and "DT_FLOAT" in serving and "shape: (-1, -1, -1, 3)" in serving
+    assert "inputs['lr']" not in serving  # interface version 2 renamed it
+    assert int(tf.saved_model.load(path).interface_version.numpy()) == SAVED_MODEL_INTERFACE_VERSION == 2
     upscale = out.split("signature_def['upscale_image']")[1].split("signature_def[")[0]
     for expected in ("inputs['image']", "DT_STRING", "inputs['outscale']", "outputs['png_bytes']"):
         assert expected in upscale
@@ -102,7 +105,7 @@ def test_serving_default_equals_keras_on_photos(exported, rrdb_x2, photos, name,
     _, loaded = exported
     h, w = size
     lr = (photos[name][100 : 100 + h, 120 : 120 + w].astype(np.float32) / 255.0)[None]
-    sr = loaded.signatures["serving_default"](lr=tf.constant(lr))["sr"].numpy()
+    sr = loaded.signatures["serving_default"](lq=tf.constant(lr))["sr"].numpy()
     assert sr.shape == (1, 2 * h, 2 * w, 3)
     padded = np.pad(lr, [(0, 0), (0, h % 2), (0, w % 2), (0, 0)], mode="reflect")  # official mod_pad
     expected = rrdb_x2(padded).numpy()[:, : 2 * h, : 2 * w]
@@ -112,7 +115,7 @@ def test_serving_default_equals_keras_on_photos(exported, rrdb_x2, photos, name,
 def test_serving_default_batches(exported, rrdb_x2, rng):
     _, loaded = exported
     lr = rng.random((3, 12, 16, 3), dtype=np.float32)
-    sr = loaded.signatures["serving_default"](lr=tf.constant(lr))["sr"].numpy()
+    sr = loaded.signatures["serving_default"](lq=tf.constant(lr))["sr"].numpy()
     np.testing.assert_allclose(sr, rrdb_x2(lr).numpy(), atol=1e-5)
 
 
@@ -178,7 +181,7 @@ def test_images_of_one_pixel_side_are_mod_padded_like_upscale(exported, rrdb_x2,
         assert served.shape == expected.shape == (2 * h, 2 * w, 3)
         assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
     lr = rng.random((2, 1, 3, 3), dtype=np.float32)
-    sr = loaded.signatures["serving_default"](lr=tf.constant(lr))["sr"].numpy()
+    sr = loaded.signatures["serving_default"](lq=tf.constant(lr))["sr"].numpy()
     expected = rrdb_x2(np.pad(lr, [(0, 0), (0, 1), (0, 1), (0, 0)], mode="reflect")).numpy()[:, :2, :6]
     np.testing.assert_allclose(sr, expected, atol=1e-5)
 
@@ -230,3 +233,39 @@ def test_negative_versions_are_refused_before_anything_is_written(rrdb_x2, tmp_p
     with pytest.raises(ExportError, match="only version folders >= 0"):
         export_saved_model(rrdb_x2, str(base), version=-1)
     assert not base.exists()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_in_graph_tile_plan_equals_the_python_plan(seed, rrdb_x2):
+    """The exported graph tiles with `tiling`'s rule: same windows and spans as the Upscaler's plan."""
+    from real_esrgan_tf.tiling import plan_tiles
+
+    rng = np.random.default_rng(seed)
+    compact = SRVGGNetCompact(num_conv=0, num_feat=4)
+    for generator, align in ((compact, 1), (rrdb_x2, 2)):
+        for _ in range(20):
+            tile, tile_pad = int(rng.integers(1, 64)), int(rng.integers(0, 16))
+            module = SuperResolutionModule(generator, ServingConfig(tile=tile, tile_pad=tile_pad))
+            plan_fn = tf.function(module.tile_plan)
+            height, width = (int(v) * align for v in rng.integers(1, 150, size=2))  # padded sizes
+            (win_h, win_w), spans = plan_fn(tf.constant(height), tf.constant(width))
+            expected = plan_tiles(height, width, tile, tile_pad, align)
+            assert (int(win_h), int(win_w)) == (expected.win_h, expected.win_w)
+            got = [tuple(int(v) for v in row) for row in spans.numpy().reshape(-1, 6)]
+            assert got == [(t.y0, t.y1, t.win_y, t.x0, t.x1, t.win_x) for t in expected.tiles]
+
+
+def test_upscale_loader_runs_an_exported_saved_model(exported, rrdb_x2, photos):
+    """`--model savedmodels/<name>` (the base folder: its highest version) or a version folder runs the
+    served graph through the Upscaler: same pixels as the Keras model."""
+    from real_esrgan_tf.serve.loading import load_upscale_model
+
+    path, _ = exported
+    image = photos["coffee"][40:71, 50:87]  # odd sizes: the graph pads for the x2 unshuffle
+    expected = Upscaler(rrdb_x2).upscale(image)
+    for spec in (path, os.path.dirname(path)):
+        loaded = load_upscale_model(spec)
+        assert loaded.model.scale == 2 and loaded.model.interface_version == 2
+        assert loaded.model.input_name == "lq"
+        got = Upscaler(loaded.model).upscale(image)
+        assert got.shape == expected.shape and np.abs(got.astype(int) - expected.astype(int)).max() <= 1

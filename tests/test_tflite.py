@@ -16,7 +16,7 @@ from real_esrgan_tf.cli import main as cli
 from real_esrgan_tf.export import (
     ExportError,
     Quantization,
-    degraded_lr_crops,
+    degraded_lq_crops,
     export_tflite,
     export_tflite_models,
     int8_friendly,
@@ -47,7 +47,7 @@ def animevideov3():
 def exported(animevideov3, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tflite")
     photos = [data.rocket(), data.stereo_motorcycle()[0]]
-    calibration = degraded_lr_crops(photos, size=INPUT, scale=4, count=8)
+    calibration = degraded_lq_crops(photos, size=INPUT, scale=4, count=8)
     paths = {q: str(folder / f"animevideov3-{q.value}.tflite") for q in Quantization}
     export_tflite_models(animevideov3, paths, input_size=INPUT, calibration=calibration)
     return paths

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import os
 import warnings
 
 import keras
@@ -544,3 +545,14 @@ def test_x2_and_x1_start_from_x4_weights_except_conv_first():
                 np.testing.assert_array_equal(a, b)
         with pytest.raises(InitError, match=r"x4: layer 'conv_first' has shapes .* init.skip_layers"):
             copy_weights_by_layer(x4, target, (), "x4")
+
+
+@pytest.mark.parametrize("recipe", sorted(p[:-5] for p in os.listdir(PIPELINE_DIR) if p.endswith(".toml")))
+def test_every_recipe_round_trips_through_its_toml_record(recipe):
+    """The config.toml written into a run's model_dir reads back to the same config."""
+    import tomllib
+
+    from real_esrgan_tf.training.config import load_pipeline, pipeline_from_dict, pipeline_to_toml
+
+    config = load_pipeline(recipe)
+    assert pipeline_from_dict(tomllib.loads(pipeline_to_toml(config))) == config

@@ -260,3 +260,7 @@ def test_only_the_chief_validates(paired_shards, tmp_path, monkeypatch):
         train(run, paired_shards, model_dir, max_steps=1, print_fn=lines[chief].append)
     assert any("val_psnr_y" in line for line in lines[True]), lines[True]
     assert not any("val_psnr_y" in line for line in lines[False]), lines[False]
+    # The chief records the resolved config of the run; loading it gives the same config back.
+    recorded = os.path.join(tmp_path, "chief_True", "config.toml")
+    assert load_pipeline(recorded) == run.config
+    assert not os.path.exists(os.path.join(tmp_path, "chief_False", "config.toml"))

@@ -71,7 +71,7 @@ def _calibration_photos(folder: str | None) -> list[np.ndarray]:
 
 
 def run(fv) -> int:
-    from real_esrgan_tf.export import ServingConfig, degraded_lr_crops, export_saved_model, export_tflite
+    from real_esrgan_tf.export import ServingConfig, degraded_lq_crops, export_saved_model, export_tflite
     from real_esrgan_tf.images import ImageError
     from real_esrgan_tf.weights import WeightsError
 
@@ -85,7 +85,7 @@ def run(fv) -> int:
             quantization = Quantization(fv.quantization)
             calibration = None
             if quantization is Quantization.INT8:
-                calibration = degraded_lr_crops(
+                calibration = degraded_lq_crops(
                     _calibration_photos(fv.calibration_images),
                     size=fv.input_size, scale=generator_scale(generator), count=fv.calibration_crops,
                 )

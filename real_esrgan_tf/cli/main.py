@@ -15,7 +15,7 @@ import sys
 
 from absl import flags, logging
 
-from real_esrgan_tf.cli import client, degrade, export, prepare, train, upscale, video
+from real_esrgan_tf.cli import client, degrade, evaluate, export, prepare, train, upscale, video
 
 # name -> (module implementing define_flags/run, one-line help), in the order of the flow
 COMMANDS = {
@@ -25,6 +25,7 @@ COMMANDS = {
     "export": (export, "Export a generator as a SavedModel or TFLite model."),
     "upscale": (upscale, "Upscale images with a pretrained or trained generator."),
     "video": (video, "Upscale videos, keeping sound, subtitles, timing and metadata."),
+    "evaluate": (evaluate, "Score a generator: PSNR/SSIM against GT (and bicubic's), NIQE."),
     "client": (client, "Upscale an image through TensorFlow Serving."),
 }
 

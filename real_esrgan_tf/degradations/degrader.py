@@ -63,8 +63,7 @@ class RealESRGANDegrader:
         self.config = config or DegradationConfig()
         self.num_buckets = num_buckets
         self.fused = fuse_elementwise
-        self.usm = USMSharp(self.config.usm_kernel_size, self.config.usm_sigma, self.config.usm_weight,
-                            self.config.usm_threshold)
+        self.usm = USMSharp.from_config(self.config)
 
     def _stage1_caps(self, height: int, width: int) -> list[tuple[int, int]]:
         hi = self.config.stage1.resize_range[1]

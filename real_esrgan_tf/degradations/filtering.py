@@ -82,6 +82,12 @@ class USMSharp:
         self.threshold = threshold
         self._matrices: dict[int, np.ndarray] = {}
 
+    @classmethod
+    def from_config(cls, config) -> USMSharp:
+        """The sharpener a `DegradationConfig` describes (usm_kernel_size, usm_sigma, usm_weight,
+        usm_threshold)."""
+        return cls(config.usm_kernel_size, config.usm_sigma, config.usm_weight, config.usm_threshold)
+
     def _matrix(self, length: int) -> tf.Tensor:
         if length not in self._matrices:  # numpy cache: a tf.constant would belong to one graph
             self._matrices[length] = reflect_filter_matrix(length, self.taps)

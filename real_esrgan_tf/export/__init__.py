@@ -13,7 +13,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "SuperResolutionModule": "real_esrgan_tf.export.saved_model",
         "export_saved_model": "real_esrgan_tf.export.saved_model",
         "next_version": "real_esrgan_tf.export.saved_model",
-        "degraded_lr_crops": "real_esrgan_tf.export.tflite",
+        "degraded_lq_crops": "real_esrgan_tf.export.tflite",
         "export_tflite": "real_esrgan_tf.export.tflite",
         "export_tflite_models": "real_esrgan_tf.export.tflite",
         "fixed_size_model": "real_esrgan_tf.export.tflite",

@@ -1,7 +1,8 @@
-"""Export a generator for deployment: a SavedModel for TensorFlow Serving, a TFLite model for phones.
+"""A SavedModel for TensorFlow Serving: the generator plus in-graph decoding, tiling and PNG encoding.
 
 The SavedModel carries two signatures:
-- `serving_default`: float32 `lr` [B, H, W, 3] in [0, 1] -> `sr` [B, H*s, W*s, 3], dynamic H and W;
+- `serving_default`: float32 `lq` [B, H, W, 3] in [0, 1] -> `sr` [B, H*s, W*s, 3], dynamic H and W
+  (interface version 2; version 1 called the input `lr`);
 - `upscale_image`: encoded image bytes (`image`, PNG/JPEG/WEBP/BMP/GIF) and an optional `outscale`
   -> `png_bytes`. Decoding, tiling, the optional Lanczos resize and PNG encoding all run inside the
   graph, so TensorFlow Serving needs no Python. Tiles are processed one at a time by a
@@ -21,6 +22,7 @@ import uuid
 
 import tensorflow as tf
 
+from real_esrgan_tf import tiling
 from real_esrgan_tf.export.common import ExportError, generator_scale
 from real_esrgan_tf.images import BT601_LUMA
 from real_esrgan_tf.models.layers import input_multiple
@@ -37,11 +39,23 @@ class ServingConfig:
     tile_pad: int = 10
 
 
+# The documented interface of our SavedModels (savedmodels/README.md). 1: `serving_default` took `lr`;
+# 2: it takes `lq` (the paper's name for the low-quality input). `upscale_image` is the same in both.
+SAVED_MODEL_INTERFACE_VERSION = 2
+
+
 class SuperResolutionModule(tf.Module):
-    """What TensorFlow Serving loads: the generator's variables plus the two serving functions."""
+    """What TensorFlow Serving loads: the generator's variables plus the two serving functions.
+
+    `interface_version` (an int32 variable, `SAVED_MODEL_INTERFACE_VERSION`) tells a reader of the
+    SavedModel which signature names to expect.
+    """
 
     def __init__(self, generator, config: ServingConfig = ServingConfig()):
         super().__init__(name="real_esrgan")
+        self.interface_version = tf.Variable(
+            SAVED_MODEL_INTERFACE_VERSION, dtype=tf.int32, trainable=False, name="interface_version"
+        )
         self.generator = generator
         self.scale = generator_scale(generator)
         self.multiple = input_multiple(generator)
@@ -50,7 +64,7 @@ class SuperResolutionModule(tf.Module):
         self.tile_pad = round_up(config.tile_pad, self.multiple)
         self.serving_default = tf.function(
             self._serving_default,
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="lr")],
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="lq")],
         )
         native_scale = tf.constant(float(self.scale))
 
@@ -66,9 +80,9 @@ class SuperResolutionModule(tf.Module):
         return {"serving_default": self.serving_default, "upscale_image": self.upscale_image}
 
     # -- float tensors ------------------------------------------------------------------------
-    def _run(self, lr):
+    def _run(self, lq):
         """[B, H, W, 3] with H, W multiples of self.multiple -> [B, H*s, W*s, 3]."""
-        return tf.cast(self.generator(lr, training=False), tf.float32)
+        return tf.cast(self.generator(lq, training=False), tf.float32)
 
     def _pad_to_multiple(self, image):
         """Reflect-pads H and W ([B, H, W, C]) up to self.multiple, as the official mod_pad.
@@ -87,10 +101,28 @@ class SuperResolutionModule(tf.Module):
         shape = tf.shape(image)
         return tf.gather(tf.gather(image, reflected(shape[1]), axis=1), reflected(shape[2]), axis=2)
 
-    def _serving_default(self, lr):
-        shape = tf.shape(lr)
-        sr = self._run(self._pad_to_multiple(lr))
+    def _serving_default(self, lq):
+        shape = tf.shape(lq)
+        sr = self._run(self._pad_to_multiple(lq))
         return {"sr": sr[:, : shape[1] * self.scale, : shape[2] * self.scale, :]}
+
+    def tile_plan(self, height, width):
+        """((win_h, win_w), spans [rows, cols, 6]: y0, y1, win_y, x0, x1, win_x) for a padded
+        (height, width) image: `tiling.plan_tiles`' rule (`tiling.core_span`) on int tensors."""
+        core, pad = self.tile, self.tile_pad
+        windows, axes = [], []
+        for size in (height, width):
+            window = tiling.window_size(size, core, pad, tf.minimum)
+            index = tf.range(tiling.tile_count(size, core))
+            span = tiling.core_span(index, size, core, pad, window, tf.minimum, tf.maximum)
+            axes.append(tf.stack(span, -1))
+            windows.append(window)
+        ys, xs = axes  # [rows, 3], [cols, 3]
+        rows, cols = tf.shape(ys)[0], tf.shape(xs)[0]
+        spans = tf.concat(
+            [tf.tile(ys[:, None, :], [1, cols, 1]), tf.tile(xs[None, :, :], [rows, 1, 1])], axis=-1
+        )
+        return tuple(windows), spans
 
     def tiled_upscale(self, image):
         """[H, W, 3] float in [0, 1] -> [H*s, W*s, 3], one tile in memory at a time.
@@ -108,19 +140,11 @@ class SuperResolutionModule(tf.Module):
         if self.tile == 0:
             out = self._run(padded[None])[0]
             return out[: height * s, : width * s, :]
-        core, pad = self.tile, self.tile_pad
-        win_h = tf.minimum(core + 2 * pad, p_height)
-        win_w = tf.minimum(core + 2 * pad, p_width)
-        rows = (p_height + core - 1) // core
-        cols = (p_width + core - 1) // core
-
-        def span(index, size, window):  # (core start, core end, window start) along one axis
-            c0 = index * core
-            return c0, tf.minimum(c0 + core, size), tf.maximum(0, tf.minimum(c0 - pad, size - window))
+        (win_h, win_w), spans = self.tile_plan(p_height, p_width)
+        rows, cols = tf.shape(spans)[0], tf.shape(spans)[1]
 
         def run_tile(row, col):
-            y0, y1, wy = span(row, p_height, win_h)
-            x0, x1, wx = span(col, p_width, win_w)
+            y0, y1, wy, x0, x1, wx = tf.unstack(spans[row, col])
             out = self._run(padded[None, wy : wy + win_h, wx : wx + win_w, :])[0]  # [win_h*s, win_w*s, 3]
             oy, ox = (y0 - wy) * s, (x0 - wx) * s
             return out[oy : oy + (y1 - y0) * s, ox : ox + (x1 - x0) * s, :]

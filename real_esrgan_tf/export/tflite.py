@@ -20,7 +20,7 @@ from real_esrgan_tf.models.layers import input_multiple
 
 
 # -- TFLite -----------------------------------------------------------------------------------
-def degraded_lr_crops(
+def degraded_lq_crops(
     images: Iterable[np.ndarray], *, size: int, scale: int, count: int, seed: int = 0
 ) -> list[np.ndarray]:
     """Calibration inputs for full-int8: LR crops [size, size, 3] float32 in [0, 1] of real photos.
@@ -48,10 +48,10 @@ def degraded_lr_crops(
         im = im.resize((lr_w, lr_h), Image.BICUBIC)
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=int(rng.integers(30, 96)))
-        lr = np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255.0
-        y = int(rng.integers(0, lr.shape[0] - size + 1))
-        x = int(rng.integers(0, lr.shape[1] - size + 1))
-        crops.append(lr[y : y + size, x : x + size])
+        lq = np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255.0
+        y = int(rng.integers(0, lq.shape[0] - size + 1))
+        x = int(rng.integers(0, lq.shape[1] - size + 1))
+        crops.append(lq[y : y + size, x : x + size])
     return crops
 
 
@@ -101,8 +101,8 @@ def fixed_size_model(generator, input_size: int):
 
     if input_size % input_multiple(generator):
         raise ExportError(f"input_size {input_size} must be a multiple of {input_multiple(generator)}")
-    lr = keras.Input(batch_shape=(1, input_size, input_size, 3), name="lr", dtype="float32")
-    return keras.Model(lr, generator(lr), name=f"{generator.name}_{input_size}")
+    lq = keras.Input(batch_shape=(1, input_size, input_size, 3), name="lq", dtype="float32")
+    return keras.Model(lq, generator(lq), name=f"{generator.name}_{input_size}")
 
 
 def export_tflite(
@@ -157,7 +157,7 @@ def export_tflite_models(
 
     fixed_size_model(generator, input_size)  # validates input_size before the slow part
     # A static batch of 1 too: with a None batch the converter keeps dynamic-shape ops.
-    spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="lr")
+    spec = tf.TensorSpec([1, input_size, input_size, 3], tf.float32, name="lq")
     sources = {}  # traced graph per precision: int8 gets the XNNPACK-friendly PReLU
     results = {}
     with tempfile.TemporaryDirectory(prefix="real-esrgan-tflite-") as tmp:
@@ -165,8 +165,8 @@ def export_tflite_models(
             graph = int8_friendly(generator) if quantization is Quantization.INT8 else generator
             if id(graph) not in sources:
                 sources[id(graph)] = os.path.join(tmp, str(len(sources)))
-                lr = keras.Input(batch_shape=spec.shape, name="lr", dtype="float32")
-                keras.Model(lr, graph(lr)).export(
+                lq = keras.Input(batch_shape=spec.shape, name="lq", dtype="float32")
+                keras.Model(lq, graph(lq)).export(
                     sources[id(graph)], format="tf_saved_model", verbose=False, input_signature=[spec]
                 )
             converter = tf.lite.TFLiteConverter.from_saved_model(sources[id(graph)])

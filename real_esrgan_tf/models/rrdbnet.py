@@ -30,10 +30,21 @@ def _default_initializer():
 
 @keras.saving.register_keras_serializable(package="real_esrgan_tf")
 class RRDBNet(keras.Model):
-    """Residual-in-residual dense block network, NHWC, any input size.
+    """Residual-in-residual dense block network (ESRGAN, Wang et al. 2018), NHWC, any input size.
 
-    Layer names follow the official state-dict keys (`body_3_rdb2_conv4` is
-    `body.3.rdb2.conv4`), which keeps weight conversion a plain name mapping.
+    Follows BasicSR's `basicsr/archs/rrdbnet_arch.py` as Real-ESRGAN uses it: for scale 2 / 1 the
+    input is pixel-unshuffled by 2 / 4 first, so the trunk always upsamples x4. Layer names follow
+    the official state-dict keys (`body_3_rdb2_conv4` is `body.3.rdb2.conv4`), which keeps weight
+    conversion a plain name mapping.
+
+    Args:
+      scale: 4 (x4plus, anime_6B), 2 (x2plus) or 1.
+      num_in_ch, num_out_ch: image channels (3).
+      num_feat: trunk features (64). num_block: RRDB blocks (23; anime_6B: 6).
+      num_grow_ch: growth channels of the dense blocks (32).
+      dtype: layer dtype or policy name (float32 default; "float16"/"bfloat16" for inference).
+    Call: `model(lq)` with lq [B, H, W, num_in_ch] in [0, 1] (H, W multiples of 4 / scale) ->
+      [B, H*scale, W*scale, num_out_ch], not clipped.
     """
 
     def __init__(
@@ -62,7 +73,7 @@ class RRDBNet(keras.Model):
                 dtype=dtype,
             )
 
-        inputs = keras.Input((None, None, num_in_ch), name="lr", dtype=input_dtype(dtype))
+        inputs = keras.Input((None, None, num_in_ch), name="lq", dtype=input_dtype(dtype))
         x = inputs
         if scale < 4:
             x = PixelUnshuffle(4 // scale, name="pixel_unshuffle", dtype=dtype)(x)

@@ -28,7 +28,20 @@ def _activation(act: str, num_feat: int, name: str, dtype):
 
 @keras.saving.register_keras_serializable(package="real_esrgan_tf")
 class SRVGGNetCompact(keras.Model):
-    """Layer names: `body_{i}` follow the official `body.{i}` indices (convs even, activations odd)."""
+    """The compact VGG-style generator of Real-ESRGAN's realesr-animevideov3 / realesr-general-x4v3.
+
+    Follows the official `realesrgan/archs/srvgg_arch.py`: conv + activation, `num_conv` x (conv +
+    activation), a last conv to `num_out_ch * upscale**2` channels, pixel shuffle, plus the nearest
+    upsampling of the input (the net learns the residual). Layer names `body_{i}` follow the official
+    `body.{i}` indices (convs even, activations odd).
+
+    Args:
+      num_in_ch, num_out_ch: image channels (3). num_feat: features (64).
+      num_conv: body convolutions (16 animevideov3, 32 general-x4v3). upscale: 2, 3 or 4.
+      act: "prelu" (official default, per-channel slopes), "relu" or "leakyrelu" (slope 0.1).
+      dtype: layer dtype or policy name.
+    Call: `model(lq)` with lq [B, H, W, num_in_ch] in [0, 1] -> [B, H*upscale, W*upscale, num_out_ch].
+    """
 
     def __init__(
         self,
@@ -48,7 +61,7 @@ class SRVGGNetCompact(keras.Model):
                 filters, 3, padding="same", kernel_initializer=init, name=name, dtype=dtype
             )
 
-        inputs = keras.Input((None, None, num_in_ch), name="lr", dtype=input_dtype(dtype))
+        inputs = keras.Input((None, None, num_in_ch), name="lq", dtype=input_dtype(dtype))
         x = conv(num_feat, "body_0")(inputs)
         x = _activation(act, num_feat, "body_1", dtype)(x)
         for i in range(num_conv):

@@ -83,7 +83,7 @@ RRDB_TAIL_HALO = 2
 def split_rrdbnet(model):
     """(trunk, tail) of an RRDBNet-like functional model, or None when `model` is not one.
 
-    trunk: a Keras model lr -> trunk features (B, h', w', C) (h' = h for x4, h/2 for x2, h/4 for
+    trunk: a Keras model lq -> trunk features (B, h', w', C) (h' = h for x4, h/2 for x2, h/4 for
     x1); tail: the callable features -> SR (4x the features' size) made of the same layers.
     """
     import keras
@@ -135,13 +135,13 @@ class KerasSuperResolver:
             return tf.function(fn, reduce_retracing=True, jit_compile=jit_compile)
 
         @compiled
-        def forward(lr):  # (N, h, w, 3) float32 -> (N, h*s, w*s, 3) float32
-            return tf.cast(net(tf.cast(lr, compute_dtype), training=False), tf.float32)
+        def forward(lq):  # (N, h, w, 3) float32 -> (N, h*s, w*s, 3) float32
+            return tf.cast(net(tf.cast(lq, compute_dtype), training=False), tf.float32)
 
         self._forward = forward
         if split:
             trunk, tail = split
-            self._trunk = compiled(lambda lr: trunk(tf.cast(lr, compute_dtype), training=False))
+            self._trunk = compiled(lambda lq: trunk(tf.cast(lq, compute_dtype), training=False))
             self._tail = compiled(lambda features: tf.cast(tail(features), tf.float32))
 
     def strip_rows(self, rows: int, width: int, channels: int, itemsize: int) -> int:
@@ -152,10 +152,10 @@ class KerasSuperResolver:
         count = -(-rows // limit)
         return rows if count == 1 else -(-rows // count)
 
-    def __call__(self, lr: np.ndarray) -> np.ndarray:
+    def __call__(self, lq: np.ndarray) -> np.ndarray:
         if not self.tail_activation_bytes:
-            return self._forward(lr).numpy()
-        features = self._trunk(lr)  # (N, h', w', C): the output is 4x its size
+            return self._forward(lq).numpy()
+        features = self._trunk(lq)  # (N, h', w', C): the output is 4x its size
         batch, rows, width, channels = (int(d) for d in features.shape)
         strip = self.strip_rows(rows, width, channels, features.dtype.size * batch)  # N frames' rows
         if strip >= rows:

@@ -2,8 +2,8 @@
 
 One loader for every command that runs a generator (`upscale`, `evaluate`, `video`): a pretrained
 name, an official `.pth`, our `.weights.h5` / `.keras`, a training `--model_dir` (its exported EMA
-generator) or a `.tflite` file; plus the official denoise-strength blend of realesr-general-x4v3
-with its wdn twin (`inference_realesrgan.py --denoise_strength`).
+generator), an exported SavedModel folder or a `.tflite` file; plus the official denoise-strength
+blend of realesr-general-x4v3 with its wdn twin (`inference_realesrgan.py --denoise_strength`).
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def load_upscale_model(
     """Loads `spec` as `real-esrgan-tf upscale --model` does.
 
     Args:
-      spec: pretrained name, `.pth`, `.weights.h5`, `.keras`, `.tflite`, or a training model_dir.
+      spec: pretrained name, `.pth`, `.weights.h5`, `.keras`, `.tflite`, a SavedModel folder (or a
+        TF Serving base folder: its highest version), or a training model_dir (its EMA generator).
       act: the activation of an SRVGGNetCompact `.pth` without PReLU weights (relu, leakyrelu).
       denoise_strength: realesr-general-x4v3 only: 1 keeps noise, 0 removes it (weight blend
         strength * general + (1 - strength) * wdn, as official).
@@ -94,6 +95,21 @@ def load_upscale_model(
 
     if spec.endswith(".tflite"):
         return LoadedModel(_load_tflite(spec, act), None)
+    if os.path.isdir(spec):
+        from real_esrgan_tf.serve.saved_model_backend import (
+            SavedModelError,
+            SavedModelGenerator,
+            resolve_saved_model_dir,
+        )
+
+        saved = resolve_saved_model_dir(spec)
+        if saved is not None:
+            if act:
+                raise ModelLoadError(f"{spec}: --act is for SRVGGNetCompact .pth files, not SavedModels")
+            try:
+                return LoadedModel(SavedModelGenerator(saved), None)
+            except SavedModelError as e:
+                raise ModelLoadError(str(e)) from None
     model = _load_keras(spec, act)
     if GENERAL_X4V3 in os.path.basename(spec) and denoise_strength != 1.0:
         wdn = wdn_path(spec, wdn_model)

@@ -106,12 +106,12 @@ class TFLiteGenerator:
             y = (y.astype(np.float32) - zero) * scale
         return y
 
-    def __call__(self, lr) -> np.ndarray:
+    def __call__(self, lq) -> np.ndarray:
         """[1, h, w, 3] float32 in [0, 1] -> [1, h*s, w*s, 3] float32 (not clipped)."""
-        lr = np.asarray(lr, np.float32)
-        if lr.ndim != 4 or lr.shape[0] != 1 or lr.shape[3] != 3:
-            raise ValueError(f"expected [1, h, w, 3], got {list(lr.shape)}")
-        image = lr[0]
+        lq = np.asarray(lq, np.float32)
+        if lq.ndim != 4 or lq.shape[0] != 1 or lq.shape[3] != 3:
+            raise ValueError(f"expected [1, h, w, 3], got {list(lq.shape)}")
+        image = lq[0]
         h, w = image.shape[:2]
         size, s = self.tile_size, self.scale
         image = reflect_pad_to_multiple(image, self.align)

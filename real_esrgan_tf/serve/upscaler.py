@@ -1,4 +1,4 @@
-"""Upscaling images of any size with a super-resolution generator, and the `upscale` command.
+"""Upscaling images of any size with a super-resolution generator (`Upscaler`, behind `upscale`).
 
 Follows the official RealESRGANer conventions (reflect pre-pad, reflect padding to a multiple of
 4/scale for the x2/x1 unshuffle nets, tiles with a padded border that is cropped away, Lanczos
@@ -47,7 +47,7 @@ class SuperResolver(Protocol):
     scale: int
     input_size: tuple[int, int] | None
 
-    def __call__(self, lr: np.ndarray) -> np.ndarray: ...
+    def __call__(self, lq: np.ndarray) -> np.ndarray: ...
 
 
 class NonFiniteOutputError(RuntimeError):
@@ -326,32 +326,32 @@ class Upscaler:
 
     def _run_window(self, window: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) float32 -> (N, h*s, w*s, 3) float32, with TTA if asked."""
-        lr = np.ascontiguousarray(window, dtype=np.float32)
+        lq = np.ascontiguousarray(window, dtype=np.float32)
         if not self.options.tta:
-            sr = self._call_backend(lr)
+            sr = self._call_backend(lq)
         else:
             sr = None
             for forward, inverse in _d4_transforms():
-                part = inverse(self._call_backend(np.ascontiguousarray(forward(lr))))
+                part = inverse(self._call_backend(np.ascontiguousarray(forward(lq))))
                 sr = part if sr is None else sr + part
             sr = sr / 8.0
         if not np.isfinite(sr).all() and self.precision is not Precision.FP32:
             raise NonFiniteOutputError()
         return sr
 
-    def _call_backend(self, lr: np.ndarray) -> np.ndarray:
+    def _call_backend(self, lq: np.ndarray) -> np.ndarray:
         """Pads the window up to a fixed backend input size if there is one, and crops back.
 
-        Keras backends take the (N, h, w, 3) batch in one call; others (TFLite, any `SuperResolver`
-        with its batch-1 contract) get the frames one at a time.
+        Keras backends take the (N, h, w, 3) batch in one call; others (TFLite, a SavedModel, any
+        `SuperResolver` with its batch-1 contract) get the frames one at a time.
         """
-        if lr.shape[0] > 1 and not isinstance(self.backend, KerasSuperResolver):
-            return np.concatenate([self._call_backend(lr[i:i + 1]) for i in range(lr.shape[0])])
+        if lq.shape[0] > 1 and not isinstance(self.backend, KerasSuperResolver):
+            return np.concatenate([self._call_backend(lq[i:i + 1]) for i in range(lq.shape[0])])
         input_size = getattr(self.backend, "input_size", None)
-        _, h, w, _ = lr.shape
+        _, h, w, _ = lq.shape
         if input_size is None or (h, w) == tuple(input_size):
-            return self.backend(lr)
-        full = pad_to_window(lr, tuple(input_size))  # as the TFLite runner pads images smaller than T
+            return self.backend(lq)
+        full = pad_to_window(lq, tuple(input_size))  # as the TFLite runner pads images smaller than T
         s = self.scale
         return self.backend(full)[:, : h * s, : w * s]
 

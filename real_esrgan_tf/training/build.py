@@ -94,9 +94,6 @@ def build_run(
             )
         degrader = pool = None
         deg = config.degradation
-        sharpener = degradations.USMSharp(
-            deg.usm_kernel_size, deg.usm_sigma, deg.usm_weight, deg.usm_threshold
-        )
         lq_size = t.gt_size // t.scale
         if t.data is DataKind.SYNTHETIC:
             degrader = degradations.RealESRGANDegrader(deg)
@@ -104,6 +101,8 @@ def build_run(
                 pool = degradations.TrainingPairPool(
                     deg.queue_size, (lq_size, lq_size, 3), (t.gt_size, t.gt_size, 3), t.batch_size_per_replica
                 )
+        # one sharpener: the degrader's (stage 1 sharpens before degrading), or one for paired data
+        sharpener = degrader.usm if degrader is not None else degradations.USMSharp.from_config(deg)
         trainer = RealESRGANTrainer(
             generator,
             discriminator,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import os
 import tomllib
 import types
@@ -365,3 +366,67 @@ def load_pipeline(name_or_path: str, overrides: typing.Sequence[str] = ()) -> Pi
         return pipeline_from_dict(data, overrides)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+# ---------------------------------------------------------------- dataclass -> TOML (the run's record)
+
+
+def pipeline_to_dict(config: PipelineConfig) -> dict:
+    """The config as plain TOML values (enums by value, tuples as lists); `pipeline_from_dict` reads it
+    back to an equal config. degradation.scale / gt_size are left out: they come from [train]."""
+
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    data = plain(config)
+    for derived in ("scale", "gt_size"):
+        data["degradation"].pop(derived)
+    return data
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
+    if isinstance(value, (int, float)):
+        return repr(value)  # 0.0001, 1e-07, inf: all valid TOML
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def pipeline_to_toml(config: PipelineConfig) -> str:
+    """A pipeline file that `load_pipeline` reads back to `config` (written into each run's model_dir)."""
+    lines: list[str] = []
+
+    def table(name: str, data: dict, fields_of) -> None:
+        scalars = {k: v for k, v in data.items() if not (isinstance(v, dict) and k in fields_of)}
+        if name:
+            lines.append(f"\n[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        for k, v in data.items():
+            if k not in scalars:
+                table(f"{name}.{k}" if name else k, v, _dataclass_fields(fields_of[k]))
+
+    table("", pipeline_to_dict(config), _dataclass_fields(config))
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _dataclass_fields(obj) -> dict:
+    """Field name -> value of the dataclass-valued fields of `obj` (sub-tables in TOML)."""
+    return {
+        f.name: getattr(obj, f.name)
+        for f in dataclasses.fields(obj)
+        if f.init and dataclasses.is_dataclass(getattr(obj, f.name))
+    }

@@ -9,11 +9,15 @@ import keras
 import numpy as np
 from absl import logging
 
+from real_esrgan_tf.images import write_bytes_atomic
 from real_esrgan_tf.training import checkpoints, monitoring
 from real_esrgan_tf.training.build import TrainingRun, make_dataset, preview_batch
-from real_esrgan_tf.training.config import XlaScope
+from real_esrgan_tf.training.config import XlaScope, pipeline_to_toml
 from real_esrgan_tf.training.strategy import is_chief, make_train_function
 from real_esrgan_tf.weights import EMA_EXPORT_NAME
+
+# The resolved pipeline of the run, written into its model_dir.
+RUN_CONFIG_NAME = "config.toml"
 
 
 def _loss_scale_scalars(optimizer, prefix):
@@ -36,6 +40,9 @@ def train(
     t, mon = config.train, config.monitoring
     end = t.total_steps if max_steps is None else min(t.total_steps, run.start_step + max_steps)
     chief = is_chief(strategy)
+    if chief:  # the resolved config of this run: `train --pipeline MODEL_DIR/config.toml` reproduces it
+        os.makedirs(model_dir, exist_ok=True)
+        write_bytes_atomic(os.path.join(model_dir, RUN_CONFIG_NAME), pipeline_to_toml(config).encode())
     summaries = monitoring.TrainingSummaries(
         model_dir if chief else os.path.join(model_dir, "logs", ".worker")
     )

@@ -101,7 +101,7 @@ def load_vgg19_weights(features: keras.Model, source: str) -> str:
 
     source: "imagenet" (Keras' download, or its cache in ~/.keras/models), a Keras weights file
     (`.h5` / `.weights.h5` of `keras.applications.VGG19(include_top=False)`), a torchvision
-    `vgg19` state dict (`.pth`, needs torch), or "random" (keep the initialisation; tests only).
+    `vgg19` state dict (`.pth`, read without torch), or "random" (keep the initialisation; tests only).
     """
     convs = [layer for layer in features.layers if isinstance(layer, keras.layers.Conv2D)]
     if source == "random":
@@ -109,17 +109,18 @@ def load_vgg19_weights(features: keras.Model, source: str) -> str:
     if source.endswith(".pth") or source.endswith(".pt"):
         if not os.path.exists(source):
             raise VGGWeightsError(f"{source}: no such VGG19 weights file")
-        try:
-            import torch
-        except ImportError as e:
-            raise VGGWeightsError(f"{source}: reading a .pth file needs torch (pip install torch)") from e
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        from real_esrgan_tf.weights import WeightsError, read_state_dict
+
+        try:  # torchvision's file is a bare state dict; read without torch
+            state = read_state_dict(source)
+        except WeightsError as e:
+            raise VGGWeightsError(str(e)) from None
         indices = _torchvision_conv_indices()
         for layer in convs:
             i = indices[layer.name]
             try:
-                w = state[f"features.{i}.weight"].numpy()  # (out, in, kh, kw)
-                b = state[f"features.{i}.bias"].numpy()
+                w = state[f"features.{i}.weight"]  # (out, in, kh, kw)
+                b = state[f"features.{i}.bias"]
             except KeyError as e:
                 raise VGGWeightsError(f"{source}: not a torchvision vgg19 state dict (missing {e})") from e
             layer.set_weights([np.transpose(w, (2, 3, 1, 0)), b])

