@@ -13,11 +13,14 @@ import tensorflow as tf
 from real_esrgan_tf.degradations import (
     DegradationConfig,
     DegradationConfigError,
+    NoiseResizeConfig,
     RealESRGANDegrader,
+    ResizeChoice,
     TrainingPairPool,
     USMSharp,
     sample_kernels,
 )
+from real_esrgan_tf.degradations.degrader import draw_branches
 from tests.graph_checks import ops_without_gpu_kernel
 
 SMALL = DegradationConfig(gt_size=48, queue_size=4)  # LQ 12x12: the 21-tap sinc needs a side > 10
@@ -89,6 +92,75 @@ def test_degradation_is_visible_and_all_branches_run(gt_batch, degrade_fn):
         assert np.abs(lq.numpy() - clean).mean() > 1e-3
     assert seen["resize1_direction"] == {0, 1, 2} and seen["resize1_mode"] == {0, 1, 2}
     assert all(seen[k] == {0, 1} for k in ("gaussian_noise1", "second_blur", "final_resize_first"))
+
+
+def _draws_over_seeds(config, n, batch, salt):
+    """draw_branches for seeds (i, salt), i < n, stacked: one graph, no image work."""
+    spec = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in draw_branches(config, [0, 0], batch).items()}
+    seeds = tf.stack([tf.range(n), tf.fill([n], salt)], axis=1)
+    fn = tf.function(lambda s: tf.map_fn(lambda x: draw_branches(config, x, batch), s,
+                                         fn_output_signature=spec, parallel_iterations=64))
+    return {k: v.numpy() for k, v in fn(seeds).items()}
+
+
+def _assert_frequency(flags, p, name, sigmas=4.5):
+    """Binomial check: the count of True in flags is within `sigmas` standard deviations of n * p."""
+    n, k = flags.size, int(np.sum(flags))
+    assert abs(k - n * p) <= sigmas * np.sqrt(n * p * (1 - p)), (name, k / n, p)
+
+
+def _assert_branch_frequencies(config, d, batch):
+    for stage, s in ((1, config.stage1), (2, config.stage2)):
+        direction, scale = d[f"resize{stage}_direction"], d[f"resize{stage}_scale"]
+        for i, p in enumerate(s.resize_prob.as_tuple()):  # up, down, keep
+            _assert_frequency(direction == i, p, f"resize{stage}_direction={i}")
+        lo, hi = s.resize_range
+        assert np.all((scale[direction == 0] >= 1) & (scale[direction == 0] <= hi))
+        assert np.all((scale[direction == 1] >= lo) & (scale[direction == 1] <= 1))
+        assert np.all(scale[direction == 2] == 1)
+        _assert_frequency(d[f"gaussian_noise{stage}"], s.gaussian_noise_prob, f"gaussian_noise{stage}")
+        gray = d[f"noise{stage}_gray"]
+        assert gray.shape[1] == batch
+        _assert_frequency(gray, s.gray_noise_prob, f"noise{stage}_gray")  # per sample
+        for mode in range(3):  # area, bilinear, bicubic: uniform, per batch
+            _assert_frequency(d[f"resize{stage}_mode"] == mode, 1 / 3, f"resize{stage}_mode={mode}")
+    _assert_frequency(d["second_blur"], config.second_blur_prob, "second_blur")
+    _assert_frequency(d["final_resize_first"], 0.5, "final_resize_first")  # official: fixed 0.5
+    for mode in range(3):
+        _assert_frequency(d["final_resize_mode"] == mode, 1 / 3, f"final_resize_mode={mode}")
+
+
+def test_branch_frequencies_follow_the_official_probabilities():
+    """Per batch: resize up/down/keep (0.2/0.7/0.1, then 0.3/0.4/0.3), Gaussian vs Poisson (0.5), second
+    blur (0.8), final order (0.5), modes (1/3); per sample: gray noise (0.4). 3000 seeds: a 4.5-sigma
+    band is +-4% at p = 0.5, so a 10-point error in any probability fails."""
+    config = DegradationConfig()
+    d = _draws_over_seeds(config, 3000, 4, salt=11)
+    _assert_branch_frequencies(config, d, 4)
+    # per-sample draws differ within a batch; per-batch ones are shared (one value per seed)
+    assert np.mean([len(set(row)) > 1 for row in d["noise1_gray"]]) > 0.5
+    assert d["second_blur"].shape == (3000,)
+
+
+def test_branch_frequencies_follow_a_configured_mix():
+    """Skewed settings move the frequencies with them: the configuration, not constants, drives the draws."""
+    stage1 = NoiseResizeConfig(resize_prob=ResizeChoice(0.5, 0.1, 0.4), gaussian_noise_prob=0.15,
+                               gray_noise_prob=0.9)
+    stage2 = NoiseResizeConfig(resize_prob=ResizeChoice(0.05, 0.05, 0.9), gaussian_noise_prob=0.85,
+                               gray_noise_prob=0.1)
+    config = DegradationConfig(stage1=stage1, stage2=stage2, second_blur_prob=0.3)
+    _assert_branch_frequencies(config, _draws_over_seeds(config, 1500, 3, salt=5), 3)
+
+
+def test_degrader_takes_its_branches_from_draw_branches(gt_batch, degrade_fn):
+    for i in range(3):
+        seed = tf.constant([i, 21])
+        _, params = degrade_fn(gt_batch, seed)
+        draws = draw_branches(SMALL, seed, 4)
+        for key, value in params.items():
+            if key in draws:
+                np.testing.assert_array_equal(value.numpy(), draws[key].numpy(), err_msg=key)
+        assert {k for k in draws if not k.endswith(("_seed", "_u"))} <= set(params)
 
 
 def test_runs_inside_tf_data_map_with_the_same_result(gt_batch, degrade_fn):
