@@ -262,32 +262,24 @@ def test_pool_keeps_one_queue_per_replica_under_mirrored_strategy():
 
 
 def test_matches_a_plain_dynamic_shape_pipeline_of_the_official_steps(gt_batch):
-    """Replays the drawn parameters with torch (USM, filter2D, F.interpolate) on exact-size images:
-    checks the canvases, buckets, masks and the order of steps against the official flow."""
+    """Replays the drawn parameters with the torch oracles (BasicSR USM, filter2D, DiffJPEG;
+    F.interpolate) on exact-size images: checks the canvases, buckets, masks and the order of steps
+    against the official flow."""
+    torch_oracles = pytest.importorskip("tests.torch_oracles")
     import torch
     import torch.nn.functional as F
 
     from real_esrgan_tf.degradations.filtering import gaussian_kernel_1d
-    from real_esrgan_tf.degradations.jpeg import diff_jpeg
 
     quiet = dataclasses.replace(SMALL.stage1, gaussian_noise_prob=1.0, noise_range=(0.0, 1e-4))
     quiet2 = dataclasses.replace(SMALL.stage2, gaussian_noise_prob=1.0, noise_range=(0.0, 1e-4))
     config = dataclasses.replace(SMALL, stage1=quiet, stage2=quiet2)
     degrader = RealESRGANDegrader(config, num_buckets=2)
     modes = ["area", "bilinear", "bicubic"]
-
-    def filter2d(x, k):
-        b, c, h, w = x.shape
-        x = F.pad(x, (k.shape[-1] // 2,) * 4, mode="reflect").reshape(1, b * c, h + k.shape[-1] - 1, -1)
-        weight = k[:, None].repeat_interleave(c, 0)
-        return F.conv2d(x, weight, groups=b * c).reshape(b, c, h, w)
-
-    def jpeg(x, quality):
-        out = diff_jpeg(tf.constant(x.permute(0, 2, 3, 1).numpy()), tf.constant(quality), fused=False)
-        return torch.from_numpy(out.numpy()).permute(0, 3, 1, 2)
+    filter2d, jpeg = torch_oracles.filter2d, torch_oracles.diff_jpeg
 
     g = gaussian_kernel_1d(51, 8.0)
-    usm_kernel = torch.from_numpy(np.outer(g, g).astype(np.float32))[None].repeat(4, 1, 1)
+    usm_kernel = torch.from_numpy(np.outer(g, g).astype(np.float32))
     for i in range(3):
         seed = tf.constant([i, 77])
         kernels = sample_kernels(config, seed, batch_size=4)
@@ -295,13 +287,10 @@ def test_matches_a_plain_dynamic_shape_pipeline_of_the_official_steps(gt_batch):
         p = {k: v.numpy() for k, v in p.items()}
         k = {name: torch.from_numpy(v.numpy()) for name, v in kernels.items()}
         img = torch.from_numpy(gt_batch.numpy()).permute(0, 3, 1, 2)
-        blurred = filter2d(img, usm_kernel)
-        residual = img - blurred
-        soft = filter2d((residual.abs() * 255 > 10).float(), usm_kernel)
-        out = soft * torch.clip(img + 0.5 * residual, 0, 1) + (1 - soft) * img
+        out = torch_oracles.usm_sharp(img, usm_kernel)
         out = filter2d(out, k["kernel1"])
         out = F.interpolate(out, scale_factor=float(p["resize1_scale"]), mode=modes[p["resize1_mode"]])
-        out = jpeg(torch.clamp(out, 0, 1), p["jpeg1_quality"])
+        out = jpeg(torch.clamp(out, 0, 1), torch.from_numpy(p["jpeg1_quality"]))
         if p["second_blur"]:
             out = filter2d(out, k["kernel2"])
         size = int(GT_SIDE / 4 * float(p["resize2_scale"]))
@@ -310,9 +299,9 @@ def test_matches_a_plain_dynamic_shape_pipeline_of_the_official_steps(gt_batch):
             return filter2d(F.interpolate(x, size=(GT_SIDE // 4, GT_SIDE // 4), mode=mode), sinc)
 
         if p["final_resize_first"]:
-            out = jpeg(torch.clamp(resize_sinc(out), 0, 1), p["jpeg2_quality"])
+            out = jpeg(torch.clamp(resize_sinc(out), 0, 1), torch.from_numpy(p["jpeg2_quality"]))
         else:
-            out = resize_sinc(jpeg(out, p["jpeg2_quality"]))
+            out = resize_sinc(jpeg(out, torch.from_numpy(p["jpeg2_quality"])))
         ref = (torch.clamp(torch.round(out * 255), 0, 255) / 255).permute(0, 2, 3, 1).numpy()
         top, left = int(p["crop_top"]), int(p["crop_left"])
         ref = ref[:, top:top + 12, left:left + 12]

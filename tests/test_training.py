@@ -2,7 +2,6 @@
 
 import dataclasses
 import math
-import warnings
 
 import keras
 import numpy as np
@@ -132,19 +131,8 @@ def test_gt_size_must_fit_rrdbnet_pixel_unshuffle():
 
 
 def _basicsr_learning_rates(base_lr, milestones, gamma, iterations):
-    """BasicSR's loop in PyTorch: `update_learning_rate(current_iter)` (MultiStepLR stepped when
-    current_iter > 1) before `optimize_parameters`, current_iter = 1, 2, ...: the LR iteration k runs at."""
-    torch = pytest.importorskip("torch")
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma)
-    rates = []
-    for current_iter in range(1, iterations + 1):
-        if current_iter > 1:
-            with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": no step here
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
-        rates.append(optimizer.param_groups[0]["lr"])
-    return rates
+    torch_oracles = pytest.importorskip("tests.torch_oracles")
+    return torch_oracles.basicsr_learning_rates(base_lr, milestones, gamma, iterations)
 
 
 def test_learning_rate_schedule_matches_basicsr_multistep():
