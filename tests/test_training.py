@@ -377,10 +377,10 @@ def test_discriminator_starts_from_an_official_netd_pth(tmp_path):
     """finetune recipes: D from RealESRGAN_x4plus_netD.pth ({"params": torch spectral-norm state})."""
     torch = pytest.importorskip("torch")
     from real_esrgan_tf.weights import InitError
-    from tests.test_discriminator import _TorchUNetD
+    from tests.torch_oracles import UNetDiscriminatorSN
 
     torch.manual_seed(0)
-    tnet = _TorchUNetD(8).train()
+    tnet = UNetDiscriminatorSN(8).train()
     x = np.random.default_rng(0).uniform(size=(2, 3, 32, 24)).astype("float32")
     tnet(torch.from_numpy(x))  # one power iteration: u, v are no longer their initial values
     path = str(tmp_path / "netD.pth")
