@@ -49,6 +49,7 @@ def degrade_fn():
                        input_signature=SPEC, autograph=False)
 
 
+@pytest.mark.slow
 def test_shapes_ranges_and_crop(gt_batch, degrade_fn):
     full_usm = USMSharp()(gt_batch).numpy()
     for i in range(3):
@@ -64,6 +65,7 @@ def test_shapes_ranges_and_crop(gt_batch, degrade_fn):
         assert tuple(p["resize1_size"].numpy()) == (h1, h1)
 
 
+@pytest.mark.slow
 def test_same_seed_same_output_and_different_seeds_differ(gt_batch, degrade_fn):
     a = degrade_fn(gt_batch, tf.constant([1, 2]))[0][0].numpy()
     b = degrade_fn(gt_batch, tf.constant([1, 2]))[0][0].numpy()
@@ -80,6 +82,7 @@ def test_same_seed_same_output_and_different_seeds_differ(gt_batch, degrade_fn):
     assert len({lq[i].tobytes() for i in range(4)}) == 4
 
 
+@pytest.mark.slow
 def test_degradation_is_visible_and_all_branches_run(gt_batch, degrade_fn):
     """Over seeds, every per-batch branch is taken and the LQ differs from a plain area downscale."""
     seen = {k: set() for k in ("resize1_direction", "resize1_mode", "gaussian_noise1", "second_blur",
@@ -152,6 +155,7 @@ def test_branch_frequencies_follow_a_configured_mix():
     _assert_branch_frequencies(config, _draws_over_seeds(config, 1500, 3, salt=5), 3)
 
 
+@pytest.mark.slow
 def test_runs_inside_tf_data_map_with_the_same_result(gt_batch, degrade_fn):
     seeds = tf.constant([[4, 1], [4, 2]])
     ds = tf.data.Dataset.zip((tf.data.Dataset.from_tensors(gt_batch).repeat(2),
@@ -163,6 +167,7 @@ def test_runs_inside_tf_data_map_with_the_same_result(gt_batch, degrade_fn):
         np.testing.assert_array_equal(gt.numpy(), ref_gt.numpy())
 
 
+@pytest.mark.slow
 def test_lowers_to_xla_and_every_op_has_a_gpu_kernel(degrade_fn):
     """Every op has a GPU kernel, and the whole graph converts to XLA HLO (static shapes, no CPU-only ops).
 
@@ -218,6 +223,7 @@ def test_pool_rejects_a_batch_that_does_not_divide_the_queue():
         TrainingPairPool(10)(tf.zeros([4, 2, 2, 3]), tf.zeros([4, 8, 8, 3]), tf.constant([0, 0]))
 
 
+@pytest.mark.slow
 def test_pool_keeps_one_queue_per_replica_under_mirrored_strategy():
     """Two logical CPUs: each replica enqueues its own shard (needs a fresh process for the devices)."""
     code = textwrap.dedent("""

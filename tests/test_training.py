@@ -157,6 +157,7 @@ def test_learning_rate_schedule_matches_basicsr_multistep():
         load_pipeline("realesrnet_x4plus", ["optimizer.milestones=[0]"])
 
 
+@pytest.mark.slow
 def test_learning_rate_follows_the_training_step_when_mixed_float16_skips_updates(tmp_path):
     """mixed_float16: a non-finite gradient (NaN in the LQ of iteration 2) makes both LossScaleOptimizers
     skip their update, so their `iterations` fall one behind. BasicSR steps its scheduler once per
@@ -318,6 +319,7 @@ def test_build_run_pools_sharpened_gt_in_stage1_only(tmp_path):
         assert build_run(config, str(tmp_path / stage)).trainer.pool_sharpened_gt is expected
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_continues_bit_for_bit(tmp_path):
     """3 steps, save, 3 more -> final. Restore (state == saved, step 3), replay the 3 batches -> final."""
     batches = [_synthetic_batch(i) for i in range(6)]
@@ -343,6 +345,7 @@ def test_checkpoint_resume_continues_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_steps_are_finite_with_float32_weights(precision, jit_compile, tmp_path):
@@ -431,6 +434,7 @@ def smoke(tmp_path_factory, photos):
     )
 
 
+@pytest.mark.slow
 def test_full_train_step_compiles_with_xla_and_has_gpu_kernels(smoke):
     assert ops_without_gpu_kernel(smoke.concrete) == set()
     # Lowering to XLA HLO is what jit_compile=True does before code generation: it fails on any op
@@ -441,6 +445,7 @@ def test_full_train_step_compiles_with_xla_and_has_gpu_kernels(smoke):
     assert "ENTRY" in hlo
 
 
+@pytest.mark.slow
 def test_smoke_recipe_lowers_l1_on_a_fixed_degraded_validation_set(smoke):
     trainer = smoke.run.trainer
     gt = tf.constant(smoke.crops[::3])  # 6 fixed crops

@@ -68,8 +68,9 @@ def _ncnn_forward(param_path, bin_path, image_hwc):
     "name, photo, size",
     [
         ("realesr-animevideov3", "coffee", 64),
-        ("RealESRGAN_x4plus_anime_6B", "chelsea", 48),
-        ("realesrgan-x4plus", "astronaut", 32),  # 32 px: the 23-block net stays fast on 2 cores
+        pytest.param("RealESRGAN_x4plus_anime_6B", "chelsea", 48, marks=pytest.mark.slow),
+        # 32 px: the 23-block net stays fast on 2 cores
+        pytest.param("realesrgan-x4plus", "astronaut", 32, marks=pytest.mark.slow),
     ],
 )
 def test_pretrained_equals_ncnn_runtime(name, photo, size, photos, cache_dir):
