@@ -8,6 +8,7 @@ from real_esrgan_tf.models import UNetDiscriminatorSN
 from real_esrgan_tf.models.unet_discriminator import SPECTRAL_NORM_LAYERS, SpectralNormConv2D
 
 torch = pytest.importorskip("torch")
+torch_oracles = pytest.importorskip("tests.torch_oracles")
 
 
 def _table_param_count(nf=64, cin=3):
@@ -114,41 +115,9 @@ def test_single_conv_matches_torch_spectral_norm(k, s):
     )
 
 
-class _TorchUNetD(torch.nn.Module):
-    """The official architecture written out from the reference table (a test oracle)."""
-
-    def __init__(self, nf):
-        super().__init__()
-        sn = torch.nn.utils.spectral_norm
-        c = torch.nn.Conv2d
-        self.conv0 = c(3, nf, 3, 1, 1)
-        self.conv1 = sn(c(nf, nf * 2, 4, 2, 1, bias=False))
-        self.conv2 = sn(c(nf * 2, nf * 4, 4, 2, 1, bias=False))
-        self.conv3 = sn(c(nf * 4, nf * 8, 4, 2, 1, bias=False))
-        self.conv4 = sn(c(nf * 8, nf * 4, 3, 1, 1, bias=False))
-        self.conv5 = sn(c(nf * 4, nf * 2, 3, 1, 1, bias=False))
-        self.conv6 = sn(c(nf * 2, nf, 3, 1, 1, bias=False))
-        self.conv7 = sn(c(nf, nf, 3, 1, 1, bias=False))
-        self.conv8 = sn(c(nf, nf, 3, 1, 1, bias=False))
-        self.conv9 = c(nf, 1, 3, 1, 1)
-
-    def forward(self, x):
-        f = torch.nn.functional
-        a = lambda t: f.leaky_relu(t, 0.2)
-        up = lambda t: f.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
-        x0 = a(self.conv0(x))
-        x1 = a(self.conv1(x0))
-        x2 = a(self.conv2(x1))
-        x3 = a(self.conv3(x2))
-        x4 = a(self.conv4(up(x3))) + x2
-        x5 = a(self.conv5(up(x4))) + x1
-        x6 = a(self.conv6(up(x5))) + x0
-        return self.conv9(a(self.conv8(a(self.conv7(x6)))))
-
-
 def test_whole_discriminator_matches_torch_oracle():
     torch.manual_seed(0)
-    tnet = _TorchUNetD(8).train()
+    tnet = torch_oracles.UNetDiscriminatorSN(8).train()
     d = UNetDiscriminatorSN(num_feat=8)
     for name in ("conv0", "conv9"):
         tc, layer = getattr(tnet, name), d.get_layer(name)

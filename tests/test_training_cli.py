@@ -74,6 +74,7 @@ def _digest(array):
     return array.shape, hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_at_its_last_checkpoint_with_identical_weights(paired_shards, tmp_path):
     model_dir = str(tmp_path / "run")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -178,6 +179,7 @@ def _summary_values(model_dir, tag):
     return values
 
 
+@pytest.mark.slow
 def test_logged_learning_rate_is_the_one_the_step_used_across_a_resume(paired_shards, tmp_path):
     """BasicSR logs `lrs` after `optimize_parameters`, so iteration k logs the rate it ran at. Milestone 2:
     iterations 1 and 2 run (and log) lr, 3 and 4 lr * gamma, here with the run stopped after 2
@@ -199,6 +201,7 @@ def test_logged_learning_rate_is_the_one_the_step_used_across_a_resume(paired_sh
     assert float(run.trainer.g_optimizer.learning_rate) == pytest.approx(lr * 0.5, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_image_summaries_follow_image_every_steps_without_validation(paired_shards, tmp_path):
     """LQ | SR | GT strips every `image_every_steps` even with no validation set (a fixed batch)."""
     model_dir = str(tmp_path / "run")
@@ -245,6 +248,7 @@ def test_resuming_a_run_folder_of_another_stage_is_one_line_error(tmp_path, caps
     assert "use another --model_dir" in err[0]
 
 
+@pytest.mark.slow
 def test_only_the_chief_validates(paired_shards, tmp_path, monkeypatch):
     """Validation runs the EMA generator over the whole validation set: non-chief workers skip it."""
     from real_esrgan_tf.training import loop
