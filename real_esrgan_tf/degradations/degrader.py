@@ -53,6 +53,8 @@ class RealESRGANDegrader:
     Returns lq [B, gt_size/scale, gt_size/scale, 3] (8-bit levels in [0, 1]) and gt, gt_usm
     [B, gt_size, gt_size, 3], cropped at one random location per batch as the official code does.
     With `return_params=True`, also a dict of every drawn value (batch scalars and [B] vectors).
+    `config.second_order = False` (ablation) skips the second blur, resize and noise: the first stage
+    feeds the final stage directly; every draw stays the same, the second stage's go unused.
     """
 
     def __init__(self, config: DegradationConfig | None = None, num_buckets: int = 4,
@@ -121,12 +123,30 @@ class RealESRGANDegrader:
         cap2 = (_ceil16(math.floor(height / cfg.scale * s2.resize_range[1])),
                 _ceil16(math.floor(width / cfg.scale * s2.resize_range[1])))
 
+        sinc = kernels["sinc_kernel"]
+
+        def final_stage(canvas, hw, valid):
+            """Resize to H / scale + sinc and JPEG, in a random order (canvas: valid top-left hw)."""
+            def resize_sinc_jpeg():
+                out = resize(canvas, hw, lq_hw, lq_hw, mode3)
+                out = tf.clip_by_value(filter2d(out, sinc), 0.0, 1.0)
+                return diff_jpeg(out, quality2, self.fused)
+
+            def jpeg_resize_sinc():
+                # the canvas is already in [0, 1] (clamped after the noise / JPEG)
+                out = diff_jpeg(canvas, quality2, self.fused) * tf.cast(valid, tf.float32)
+                return filter2d(resize(out, hw, lq_hw, lq_hw, mode3), sinc)
+
+            return tf.cond(resize_first, resize_sinc_jpeg, jpeg_resize_sinc)
+
         def stage1_tail(cap):
             def branch():
                 valid = _valid_mask(cap, hw1)
                 canvas = resize(blurred, (height, width), hw1, cap, mode1, scale=scale1)
                 canvas = add_noise(canvas, valid, gauss1, sigma1, pscale1, gray1, seeds[2])
                 canvas = diff_jpeg(canvas, quality1, self.fused) * tf.cast(valid, tf.float32)
+                if not cfg.second_order:  # ablation: first-order degradation, then the final stage
+                    return final_stage(canvas, hw1, valid)
                 # ---- second stage: blur (p 0.8) -> resize to size(H / scale * s2)
                 canvas = tf.cond(blur2, lambda: filter2d(canvas, kernels["kernel2"], hw1), lambda: canvas)
                 return resize(canvas, hw1, hw2, cap2, mode2)
@@ -138,23 +158,13 @@ class RealESRGANDegrader:
             tf.reduce_sum(tf.cast(hw1[1] > tf.constant([c[1] for c in caps]), tf.int32)))
         bucket = tf.minimum(bucket, len(caps) - 1)
         canvas = tf.switch_case(bucket, [stage1_tail(c) for c in caps])
-        valid2 = _valid_mask(cap2, hw2)
-        canvas = add_noise(canvas, valid2, gauss2, sigma2, pscale2, gray2, seeds[3])
-
-        # ---- final: resize to H / scale + sinc and JPEG, in a random order
-        sinc = kernels["sinc_kernel"]
-
-        def resize_sinc_jpeg():
-            out = resize(canvas, hw2, lq_hw, lq_hw, mode3)
-            out = tf.clip_by_value(filter2d(out, sinc), 0.0, 1.0)
-            return diff_jpeg(out, quality2, self.fused)
-
-        def jpeg_resize_sinc():
-            # the canvas is already in [0, 1] (clamped after the noise)
-            out = diff_jpeg(canvas, quality2, self.fused) * tf.cast(valid2, tf.float32)
-            return filter2d(resize(out, hw2, lq_hw, lq_hw, mode3), sinc)
-
-        out = tf.cond(resize_first, resize_sinc_jpeg, jpeg_resize_sinc)
+        if cfg.second_order:
+            valid2 = _valid_mask(cap2, hw2)
+            canvas = add_noise(canvas, valid2, gauss2, sigma2, pscale2, gray2, seeds[3])
+            # ---- final: resize to H / scale + sinc and JPEG, in a random order
+            out = final_stage(canvas, hw2, valid2)
+        else:
+            out = canvas
         lq = tf.clip_by_value(tf.round(out * 255.0), 0.0, 255.0) / 255.0
 
         # ---- paired random crop, one location for the batch (official paired_random_crop)
