@@ -13,9 +13,17 @@ import keras
 import tensorflow as tf
 
 from real_esrgan_tf import degradations
-from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN
+from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN, VGGStyleDiscriminator
 from real_esrgan_tf.training import checkpoints, losses
-from real_esrgan_tf.training.config import DataKind, GeneratorArch, PipelineConfig, Precision, Stage, XlaScope
+from real_esrgan_tf.training.config import (
+    DataKind,
+    DiscriminatorArch,
+    GeneratorArch,
+    PipelineConfig,
+    Precision,
+    Stage,
+    XlaScope,
+)
 from real_esrgan_tf.training.schedules import MultiStepLR, TrainingStepLR
 from real_esrgan_tf.training.strategy import is_chief, worker_id
 from real_esrgan_tf.training.trainer import KERNEL_KEYS, LossWeights, RealESRGANTrainer, clone_generator
@@ -46,6 +54,15 @@ def build_generator(config: PipelineConfig) -> keras.Model:
     if g.arch is GeneratorArch.RRDBNET:
         return RRDBNet(scale=scale, num_feat=g.num_feat, num_block=g.num_block, num_grow_ch=g.num_grow_ch)
     return SRVGGNetCompact(num_feat=g.num_feat, num_conv=g.num_conv, upscale=scale, act=g.act)
+
+
+def build_discriminator(config: PipelineConfig) -> keras.Model:
+    d = config.discriminator
+    if d.arch is DiscriminatorArch.VGG:
+        return VGGStyleDiscriminator(num_feat=d.num_feat, input_size=config.train.gt_size)
+    return UNetDiscriminatorSN(
+        num_feat=d.num_feat, skip_connection=d.skip_connection, spectral_norm=d.spectral_norm
+    )
 
 
 @dataclasses.dataclass
@@ -82,9 +99,7 @@ def build_run(
             )
         discriminator = perceptual = None
         if config.uses_discriminator:
-            discriminator = UNetDiscriminatorSN(
-                num_feat=config.discriminator.num_feat, skip_connection=config.discriminator.skip_connection
-            )
+            discriminator = build_discriminator(config)
             if config.init.discriminator:
                 source = config.init.discriminator
                 load_discriminator_weights(discriminator, source, f"init.discriminator {source}")
