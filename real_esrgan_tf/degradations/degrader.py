@@ -54,7 +54,8 @@ class RealESRGANDegrader:
     [B, gt_size, gt_size, 3], cropped at one random location per batch as the official code does.
     With `return_params=True`, also a dict of every drawn value (batch scalars and [B] vectors).
     `config.second_order = False` (ablation) skips the second blur, resize and noise: the first stage
-    feeds the final stage directly; every draw stays the same, the second stage's go unused.
+    feeds the final stage directly; every draw stays the same, the second stage's go unused (and are
+    left out of the returned parameters).
     """
 
     def __init__(self, config: DegradationConfig | None = None, num_buckets: int = 4,
@@ -189,5 +190,9 @@ class RealESRGANDegrader:
             "jpeg1_quality": quality1, "noise2_sigma": sigma2, "noise2_gray": gray2,
             "poisson2_scale": pscale2, "jpeg2_quality": quality2,
         }
+        if not cfg.second_order:  # report only what was applied (the final JPEG keeps jpeg2_quality)
+            for key in ("second_blur", "resize2_direction", "resize2_scale", "resize2_mode", "resize2_size",
+                        "gaussian_noise2", "noise2_sigma", "noise2_gray", "poisson2_scale"):
+                del params[key]
         return (lq, gt, gt_usm), params
 
