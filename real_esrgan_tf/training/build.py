@@ -25,7 +25,7 @@ from real_esrgan_tf.training.config import (
     XlaScope,
 )
 from real_esrgan_tf.training.schedules import MultiStepLR, TrainingStepLR
-from real_esrgan_tf.training.strategy import is_chief, worker_id
+from real_esrgan_tf.training.strategy import is_chief, resolve_xla, worker_id
 from real_esrgan_tf.training.trainer import KERNEL_KEYS, LossWeights, RealESRGANTrainer, clone_generator
 from real_esrgan_tf.weights import (
     copy_weights_by_layer,
@@ -72,6 +72,7 @@ class TrainingRun:
     trainer: RealESRGANTrainer
     checkpoint: checkpoints.TrainingCheckpoint
     start_step: int
+    xla: XlaScope = XlaScope.OFF  # `train.xla` resolved for the strategy and device (never AUTO)
 
 
 def build_run(
@@ -83,6 +84,7 @@ def build_run(
     """Models, optimizers, data-path modules and checkpoint, restored from `model_dir` if it has one."""
     strategy = strategy or tf.distribute.get_strategy()
     t, cfg_loss = config.train, config.losses
+    xla = resolve_xla(t.xla, strategy)
     with strategy.scope(), dtype_policy(t.precision):
         generator = build_generator(config)
         ema = None
@@ -142,7 +144,7 @@ def build_run(
         trainer.compile(
             make_optimizer(config, "g", trainer.step),
             make_optimizer(config, "d", trainer.step) if discriminator else None,
-            jit_model_step=t.xla is XlaScope.MODEL_STEP,
+            jit_model_step=xla is XlaScope.MODEL_STEP,
         )
         trainer.build_state(
             (t.batch_size_per_replica, lq_size, lq_size, 3),
@@ -156,7 +158,7 @@ def build_run(
         worker=worker_id(strategy),
     )
     start = (ckpt.restore_latest() if resume else None) or 0
-    return TrainingRun(config, strategy, trainer, ckpt, start)
+    return TrainingRun(config, strategy, trainer, ckpt, start, xla)
 
 
 

@@ -44,6 +44,7 @@ class Precision(enum.StrEnum):
 
 
 class XlaScope(enum.StrEnum):
+    AUTO = "auto"  # per device and strategy: see `training.strategy.resolve_xla`
     OFF = "off"
     MODEL_STEP = "model_step"  # XLA for the G/D/EMA update; degradation and pool in graph mode
     FULL_STEP = "full_step"  # XLA for the whole step, degradation included
@@ -136,7 +137,7 @@ class TrainConfig:
     total_steps: int = 400_000
     ema_decay: float = 0.999
     precision: Precision = Precision.FLOAT32
-    xla: XlaScope = XlaScope.MODEL_STEP
+    xla: XlaScope = XlaScope.AUTO
     seed: int = 0
     shuffle_buffer: int = 256
 
