@@ -62,6 +62,8 @@ def test_ablation_recipe_is_x4plus_but_the_named_switch(recipe):
 def test_vgg_discriminator_needs_a_power_of_two_gt_size():
     with pytest.raises(ConfigError, match=r"train.gt_size: 96 must be a power of two >= 16 for disc"):
         load_pipeline("ablation_d_vgg", ["train.gt_size=96"])
+    with pytest.raises(ConfigError, match=r"init.discriminator: a .pth is read as the official U-Net netD"):
+        load_pipeline("ablation_d_vgg", ["init.discriminator=RealESRGAN_x4plus_netD.pth"])
     with pytest.raises(ConfigError, match=r"discriminator.arch: 'patch' is not one of"):
         load_pipeline("realesrgan_x4plus", ['discriminator.arch="patch"'])
 

@@ -202,6 +202,11 @@ class PipelineConfig:
                 f"train.gt_size: {t.gt_size} must be a power of two >= 16 for discriminator.arch vgg "
                 "(BasicSR: 128 or 256)"
             )
+        if vgg_d and self.init.discriminator.endswith((".pth", ".pt")):
+            raise ConfigError(
+                "init.discriminator: a .pth is read as the official U-Net netD; "
+                "with discriminator.arch vgg give a .weights.h5"
+            )
         if t.data is DataKind.SYNTHETIC and t.crop_size < t.gt_size:
             raise ConfigError(f"train.crop_size: {t.crop_size} is smaller than train.gt_size {t.gt_size}")
         if list(self.optimizer.milestones) != sorted(self.optimizer.milestones):
