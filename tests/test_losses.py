@@ -114,3 +114,19 @@ def test_gradient_flows_to_prediction_only():
     g_sr, g_gt = tape.gradient(loss, [sr, gt])
     assert g_gt is None or not np.any(g_gt.numpy())
     assert float(tf.reduce_sum(tf.abs(g_sr))) > 0
+
+
+def test_random_vgg_weights_log_one_warning_that_the_loss_is_meaningless(caplog, torch_vgg):
+    import logging
+
+    from real_esrgan_tf.training.losses import RANDOM_VGG_WARNING, PerceptualLoss, PerceptualLossConfig
+
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        PerceptualLoss(PerceptualLossConfig({"conv1_2": 1.0}, "random"))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "absl"]
+    assert [r.getMessage() for r in warnings] == [RANDOM_VGG_WARNING]
+    assert "meaningless" in RANDOM_VGG_WARNING and "\n" not in RANDOM_VGG_WARNING
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        load_vgg19_weights(build_vgg19_features(("conv1_2",)), torch_vgg[1])  # real weights: quiet
+    assert not [r for r in caplog.records if r.name == "absl"]

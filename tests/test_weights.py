@@ -232,11 +232,11 @@ def test_official_pth_layouts_load_without_torch(name, tmp_path, photos, monkeyp
     wrap, arch, scale = OFFICIAL_LAYOUTS[name]
     image = photos["astronaut"][200:224, 180:204].astype(np.float32) / 255.0
     if arch == "rrdb":
-        sd = _rrdb_state(torch, scale, 12, 2, 8, seed=len(name))
-        reference = _reference(torch, lambda x: _torch_rrdbnet(torch, sd, x, scale, 2), image)
+        sd = oracles.rrdbnet_state(scale, 12, 2, 8, seed=len(name))
+        reference = _reference(torch, lambda x: oracles.rrdbnet(sd, x, scale, 2), image)
     else:
-        sd = _srvgg_state(torch, 16, 3, scale, seed=len(name))
-        reference = _reference(torch, lambda x: _torch_srvgg(torch, sd, x, 3, scale), image)
+        sd = oracles.srvgg_state(16, 3, scale, seed=len(name))
+        reference = _reference(torch, lambda x: oracles.srvgg(sd, x, 3, scale), image)
     path = tmp_path / f"{name}.pth"
     torch.save({wrap: sd}, path)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
@@ -346,7 +346,7 @@ def test_pth_errors(tmp_path, monkeypatch):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match=r"odd\.pth: not a PyTorch checkpoint"):
         load_generator(path, cache_dir=tmp_path / "cache")
-    torch.save({"params": _srvgg_state(torch, 8, 1, 2, seed=0)}, path)
+    torch.save({"params": oracles.srvgg_state(8, 1, 2, seed=0)}, path)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     assert load_generator(path, cache_dir=tmp_path / "other-cache").count_params() > 0  # no torch needed
 

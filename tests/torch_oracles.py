@@ -284,11 +284,13 @@ class StateDictNet(nn.Module):
 
 
 class UNetDiscriminatorSN(nn.Module):
-    """The official U-Net discriminator with spectral norm on conv1..conv8."""
+    """The official U-Net discriminator with spectral norm on conv1..conv8 (spectral_norm=False: plain
+    convs, the paper's ablation)."""
 
-    def __init__(self, num_feat: int = 64, num_in_ch: int = 3):
+    def __init__(self, num_feat: int = 64, num_in_ch: int = 3, spectral_norm: bool = True):
         super().__init__()
-        sn, c, nf = nn.utils.spectral_norm, nn.Conv2d, num_feat
+        sn = nn.utils.spectral_norm if spectral_norm else (lambda conv: conv)
+        c, nf = nn.Conv2d, num_feat
         self.conv0 = c(num_in_ch, nf, 3, 1, 1)
         self.conv1 = sn(c(nf, nf * 2, 4, 2, 1, bias=False))
         self.conv2 = sn(c(nf * 2, nf * 4, 4, 2, 1, bias=False))

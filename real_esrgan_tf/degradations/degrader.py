@@ -103,6 +103,9 @@ class RealESRGANDegrader:
     Returns lq [B, gt_size/scale, gt_size/scale, 3] (8-bit levels in [0, 1]) and gt, gt_usm
     [B, gt_size, gt_size, 3], cropped at one random location per batch as the official code does.
     With `return_params=True`, also a dict of every drawn value (batch scalars and [B] vectors).
+    `config.second_order = False` (ablation) skips the second blur, resize and noise: the first stage
+    feeds the final stage directly; every draw stays the same, the second stage's go unused (and are
+    left out of the returned parameters).
     """
 
     def __init__(self, config: DegradationConfig | None = None, num_buckets: int = 4,
@@ -157,12 +160,30 @@ class RealESRGANDegrader:
         cap2 = (_ceil16(math.floor(height / cfg.scale * s2.resize_range[1])),
                 _ceil16(math.floor(width / cfg.scale * s2.resize_range[1])))
 
+        sinc = kernels["sinc_kernel"]
+
+        def final_stage(canvas, hw, valid):
+            """Resize to H / scale + sinc and JPEG, in a random order (canvas: valid top-left hw)."""
+            def resize_sinc_jpeg():
+                out = resize(canvas, hw, lq_hw, lq_hw, d["final_resize_mode"])
+                out = tf.clip_by_value(filter2d(out, sinc), 0.0, 1.0)
+                return diff_jpeg(out, d["jpeg2_quality"], self.fused)
+
+            def jpeg_resize_sinc():
+                # the canvas is already in [0, 1] (clamped after the noise / JPEG)
+                out = diff_jpeg(canvas, d["jpeg2_quality"], self.fused) * tf.cast(valid, tf.float32)
+                return filter2d(resize(out, hw, lq_hw, lq_hw, d["final_resize_mode"]), sinc)
+
+            return tf.cond(d["final_resize_first"], resize_sinc_jpeg, jpeg_resize_sinc)
+
         def stage1_tail(cap):
             def branch():
                 valid = _valid_mask(cap, hw1)
                 canvas = resize(blurred, (height, width), hw1, cap, d["resize1_mode"], scale=scale1)
                 canvas = add_noise(canvas, valid, 1)
                 canvas = diff_jpeg(canvas, d["jpeg1_quality"], self.fused) * tf.cast(valid, tf.float32)
+                if not cfg.second_order:  # ablation: first-order degradation, then the final stage
+                    return final_stage(canvas, hw1, valid)
                 # ---- second stage: blur (p 0.8) -> resize to size(H / scale * s2)
                 canvas = tf.cond(d["second_blur"], lambda: filter2d(canvas, kernels["kernel2"], hw1),
                                  lambda: canvas)
@@ -175,23 +196,13 @@ class RealESRGANDegrader:
             tf.reduce_sum(tf.cast(hw1[1] > tf.constant([c[1] for c in caps]), tf.int32)))
         bucket = tf.minimum(bucket, len(caps) - 1)
         canvas = tf.switch_case(bucket, [stage1_tail(c) for c in caps])
-        valid2 = _valid_mask(cap2, hw2)
-        canvas = add_noise(canvas, valid2, 2)
-
-        # ---- final: resize to H / scale + sinc and JPEG, in a random order
-        sinc = kernels["sinc_kernel"]
-
-        def resize_sinc_jpeg():
-            out = resize(canvas, hw2, lq_hw, lq_hw, d["final_resize_mode"])
-            out = tf.clip_by_value(filter2d(out, sinc), 0.0, 1.0)
-            return diff_jpeg(out, d["jpeg2_quality"], self.fused)
-
-        def jpeg_resize_sinc():
-            # the canvas is already in [0, 1] (clamped after the noise)
-            out = diff_jpeg(canvas, d["jpeg2_quality"], self.fused) * tf.cast(valid2, tf.float32)
-            return filter2d(resize(out, hw2, lq_hw, lq_hw, d["final_resize_mode"]), sinc)
-
-        out = tf.cond(d["final_resize_first"], resize_sinc_jpeg, jpeg_resize_sinc)
+        if cfg.second_order:
+            valid2 = _valid_mask(cap2, hw2)
+            canvas = add_noise(canvas, valid2, 2)
+            # ---- final: resize to H / scale + sinc and JPEG, in a random order
+            out = final_stage(canvas, hw2, valid2)
+        else:
+            out = canvas
         lq = tf.clip_by_value(tf.round(out * 255.0), 0.0, 255.0) / 255.0
 
         # ---- paired random crop, one location for the batch (official paired_random_crop)
@@ -208,5 +219,9 @@ class RealESRGANDegrader:
             return lq, gt, gt_usm
         params = {k: v for k, v in d.items() if not k.endswith(("_seed", "_u"))}
         params.update(resize1_size=tf.stack(hw1), resize2_size=tf.stack(hw2), crop_top=top, crop_left=left)
+        if not cfg.second_order:  # report only what was applied (the final JPEG keeps jpeg2_quality)
+            for key in ("second_blur", "resize2_direction", "resize2_scale", "resize2_mode", "resize2_size",
+                        "gaussian_noise2", "noise2_sigma", "noise2_gray", "poisson2_scale"):
+                del params[key]
         return (lq, gt, gt_usm), params
 

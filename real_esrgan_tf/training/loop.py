@@ -54,7 +54,7 @@ def train(
             mon.validation_data, 1, None, t.scale, shuffle=False, repeat=False, seed=0
         )
     iterator = iter(make_dataset(config, data, strategy, run.start_step, deterministic))
-    train_function = make_train_function(trainer, strategy, t.xla is XlaScope.FULL_STEP)
+    train_function = make_train_function(trainer, strategy, run.xla is XlaScope.FULL_STEP)
     progress = monitoring.ProgressLine(end, run.start_step)
     preview = None  # (lq, gt) of the image summaries, made at the first image step
     step = run.start_step
