@@ -5,14 +5,20 @@
 
 Resumes from the newest checkpoint in --model_dir unless --noresume. At the end the EMA generator
 is written to MODEL_DIR/ema_generator.weights.h5 (`upscale --model` loads it).
+
+Ctrl-C or SIGTERM (a cluster preempting the job): every worker stops after the current step, a
+checkpoint of that step is written and the exit code is 130 / 143; the same command resumes there.
+A worker stopped because another one was signalled exits 143 too.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from absl import flags
 
+from real_esrgan_tf.cli.signals import StopRequest, exit_code
 from real_esrgan_tf.training.config import StrategyKind
 
 
@@ -52,27 +58,33 @@ def run(fv: flags.FlagValues) -> int:
     from real_esrgan_tf.data import DataError
     from real_esrgan_tf.training.build import build_run
     from real_esrgan_tf.training.checkpoints import CheckpointError
-    from real_esrgan_tf.training.loop import train
+    from real_esrgan_tf.training.loop import last_step, train
     from real_esrgan_tf.training.losses import VGGWeightsError
     from real_esrgan_tf.training.strategy import StrategyError, make_strategy
     from real_esrgan_tf.weights import InitError, WeightsError
 
+    stop = StopRequest("stopping after the current step, then writing a checkpoint")
     try:
-        strategy = make_strategy(fv.strategy, fv.tpu)
-        run_ = build_run(config, fv.model_dir, strategy, resume=fv.resume)
-        print(
-            f"{config.name}: {strategy.num_replicas_in_sync} replica(s), start at step {run_.start_step}",
-            flush=True,
-        )
-        train(
-            run_,
-            fv.data,
-            fv.model_dir,
-            max_steps=fv.max_steps,
-            deterministic=fv.deterministic,
-            print_fn=lambda line: print(line, flush=True),
-        )
+        with stop:
+            strategy = make_strategy(fv.strategy, fv.tpu)
+            run_ = build_run(config, fv.model_dir, strategy, resume=fv.resume)
+            print(
+                f"{config.name}: {strategy.num_replicas_in_sync} replica(s), start at step {run_.start_step}",
+                flush=True,
+            )
+            step = train(
+                run_,
+                fv.data,
+                fv.model_dir,
+                max_steps=fv.max_steps,
+                deterministic=fv.deterministic,
+                print_fn=lambda line: print(line, flush=True),
+                should_stop=stop.requested,
+            )
     except (StrategyError, VGGWeightsError, WeightsError, InitError, DataError, CheckpointError) as e:
         print(f"real-esrgan-tf train: {e}", file=sys.stderr)
         return 1
+    if step < last_step(run_, fv.max_steps):
+        # Stopped on request: here (stop.signum), or on another worker of the cluster (SIGTERM's code).
+        return exit_code(stop.signum if stop.signum is not None else signal.SIGTERM)
     return 0
