@@ -72,9 +72,8 @@ def train(
     chief = is_chief(strategy)
     agree_to_stop = _make_stop_agreement(strategy)
     should_stop = should_stop or (lambda: False)
-    summaries = monitoring.TrainingSummaries(
-        model_dir if chief else os.path.join(model_dir, "logs", ".worker")
-    )
+    # Only the chief writes summaries (other workers compute the same reduced metrics).
+    summaries = monitoring.TrainingSummaries(model_dir) if chief else None
     validation = None
     if mon.validation_data and chief:  # only the chief writes summaries: others would validate in vain
         from real_esrgan_tf.data import make_paired_dataset
@@ -104,7 +103,8 @@ def train(
             scalars.update(_loss_scale_scalars(trainer.g_optimizer, "g"))
             if trainer.d_optimizer is not None:
                 scalars.update(_loss_scale_scalars(trainer.d_optimizer, "d"))
-            summaries.scalars(step, scalars)
+            if summaries is not None:
+                summaries.scalars(step, scalars)
             print_fn(progress.update(step, values))
             if not all(np.isfinite(v) for v in values.values()):
                 logging.warning("non-finite loss at step %d: %s", step, values)
