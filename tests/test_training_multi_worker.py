@@ -4,8 +4,9 @@ One scenario (module fixture), three checks. A 2-worker cluster (TF_CONFIG, loop
 `real-esrgan-tf train --strategy multi_worker --deterministic` on GT shards with the degradation and
 the training-pair pool inside the step (stage 1 of smoke_cpu: the stage-2 graph triples the
 tracing time of every process and adds nothing distributed that the 2-replica test does not check).
-Worker 1 is SIGKILLed once the chief has written its step-2 checkpoint; the cluster is killed and
-restarted and finishes at step 6. Meanwhile one process runs MirroredStrategy over 2 logical CPUs
+Worker 1 is SIGKILLed once the chief has written its step-2 checkpoint; the cluster is restarted;
+worker 1 then gets SIGTERM (preemption) and the cluster stops at one step; restarted again, it
+finishes at step 6. Meanwhile one process runs MirroredStrategy over 2 logical CPUs
 on the same global batch (replica r gets the batch that worker r reads) for 6 uninterrupted steps.
 
 Queue 8, 2 pairs per replica and step: each replica's pool is full after step 4 and swaps from
@@ -178,7 +179,20 @@ def scenario(tmp_path_factory, photos):
         result["first_pids"] = [p.pid for p in procs]
         procs = _start_cluster(data, model_dir, logs, "second", overrides)
         result["second_pids"] = [p.pid for p in procs]
-        result["second_codes"] = [p.wait(timeout=max(1, deadline + 300 - time.monotonic())) for p in procs]
+        # preemption of the non-chief host: SIGTERM to worker 1 once the chief has run a step
+        deadline = time.monotonic() + 400
+        while f"step {result['killed_at'] + 1}/6 " not in _log(logs, "second", 0):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
+                _log(logs, "second", 0)[-3000:]
+            )
+            time.sleep(0.1)
+        procs[1].send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        result["second_codes"] = [p.wait(timeout=120) for p in procs]
+        result["stop_seconds"] = time.monotonic() - signalled
+        procs = _start_cluster(data, model_dir, logs, "third", overrides)
+        result["third_pids"] = [p.pid for p in procs]
+        result["third_codes"] = [p.wait(timeout=max(1, deadline + 300 - time.monotonic())) for p in procs]
         out, err = reference.communicate(timeout=max(1, deadline + 300 - time.monotonic()))
         lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
         assert reference.returncode == 0 and lines, err[-3000:]
@@ -190,7 +204,8 @@ def scenario(tmp_path_factory, photos):
                 p.wait()
     result["seconds"] = time.monotonic() - started
     print(f"multi-worker scenario: {result['seconds']:.0f} s, killed at checkpoint {result['killed_at']}, "
-          f"chief after the peer was killed: {result['chief_after_peer_killed']}")
+          f"chief after the peer was killed: {result['chief_after_peer_killed']}, SIGTERM to worker 1: "
+          f"exit codes {result['second_codes']} after {result['stop_seconds']:.1f} s")
     return result
 
 
@@ -233,9 +248,10 @@ def test_only_the_chief_writes_checkpoints_summaries_and_the_export(scenario):
     assert {os.path.dirname(f) for f in files} == {"", "checkpoints", "logs"}, files
     # event files are named ...tfevents.TIME.HOST.PID.N.v2: one per incarnation, both by the chief
     writers = sorted(int(f.split(".")[-3]) for f in files if f.startswith("logs/"))
-    assert writers == sorted([scenario["first_pids"][0], scenario["second_pids"][0]]), writers
-    assert "EMA generator written" in _log(logs, "second", 0)
-    assert "EMA generator written" not in _log(logs, "second", 1)
+    chiefs = [scenario[f"{run}_pids"][0] for run in ("first", "second", "third")]
+    assert writers == sorted(chiefs), writers
+    assert "EMA generator written" in _log(logs, "third", 0)
+    assert "EMA generator written" not in _log(logs, "third", 1)
 
 
 @pytest.mark.slow
@@ -247,15 +263,47 @@ def test_sigkilled_worker_cluster_resumes_with_nothing_lost_or_duplicated(scenar
     # the chief notices the lost peer: one line and exit code 1 instead of a hang
     assert scenario["chief_after_peer_killed"] == 1
     assert "real-esrgan-tf train: a worker of the cluster failed" in _log(scenario["logs"], "first", 0)
-    assert scenario["second_codes"] == [0, 0]
     assert KILL_AFTER_CHECKPOINT <= killed_at < 6
     for index in (0, 1):
         log = _log(scenario["logs"], "second", index)
         assert f"smoke_cpu: 2 replica(s), start at step {killed_at}" in log, log[-2000:]
         assert f"step {killed_at + 1}/6 " in log and f"step {killed_at}/6 " not in log
+    assert scenario["third_codes"] == [0, 0]
     cluster = _variables(os.path.join(scenario["model_dir"], "checkpoints", "ckpt-6"))
     mirrored = _variables(os.path.join(scenario["reference_dir"], "checkpoints", "ckpt-6"))
     assert int(next(v for k, v in cluster.items() if k.startswith("step/"))) == 6
     key, diff = _max_relative_difference(cluster, mirrored)
     print(f"resumed 2-worker run vs uninterrupted 2 replicas at step 6: max relative diff {diff:.3g} ({key})")
     assert diff <= RELATIVE_TOLERANCE, (key, diff)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_worker_stops_the_whole_cluster_at_one_step_with_a_checkpoint(scenario):
+    """Preemption of the non-chief host: worker 1 gets SIGTERM, the chief learns it through the
+    per-step all-reduce; both stop before the same step, the chief writes that step's checkpoint,
+    both exit 143 within seconds, and the restarted cluster goes on from there (ends as checked above)."""
+    logs = scenario["logs"]
+    assert scenario["second_codes"] == [143, 143]
+    assert scenario["stop_seconds"] < 60
+    assert "SIGTERM: stopping after the current step" in _log(logs, "second", 1)
+    assert "SIGTERM" not in _log(logs, "second", 0)
+    stopped = []
+    for index in (0, 1):
+        line = [x for x in _log(logs, "second", index).splitlines() if "stopped on request" in x]
+        assert len(line) == 1, _log(logs, "second", index)[-2000:]
+        stopped.append(int(line[0].split(":")[0].split()[1]))
+    assert stopped[0] == stopped[1] and scenario["killed_at"] < stopped[0] < 6
+    assert stopped[0] in _checkpoint_steps(scenario["model_dir"])
+    for index in (0, 1):
+        assert f"start at step {stopped[0]}" in _log(logs, "third", index)
+
+
+@pytest.mark.slow
+def test_resuming_with_another_replica_count_is_one_line_error(scenario, tmp_path):
+    """The pools are per replica: a 2-replica run folder does not resume on 1 replica."""
+    from real_esrgan_tf.training.build import build_run
+    from real_esrgan_tf.training.checkpoints import CheckpointError
+    from real_esrgan_tf.training.config import load_pipeline
+
+    with pytest.raises(CheckpointError, match="pools of 2 replicas, this run has 1: resume with 2"):
+        build_run(load_pipeline("smoke_cpu", OVERRIDES), scenario["reference_dir"])

@@ -76,8 +76,10 @@ def run(fv: flags.FlagValues) -> int:
     )
     stop = StopRequest("stopping after the current step, then writing a checkpoint")
     try:
+        # Before the handlers: MultiWorkerMirroredStrategy starts TensorFlow's coordination service,
+        # whose preemption notifier takes SIGTERM over at the C level (it would swallow it unseen).
+        strategy = make_strategy(fv.strategy, fv.tpu)
         with stop:
-            strategy = make_strategy(fv.strategy, fv.tpu)
             run_ = build_run(config, fv.model_dir, strategy, resume=fv.resume)
             print(
                 f"{config.name}: {strategy.num_replicas_in_sync} replica(s), start at step {run_.start_step}",

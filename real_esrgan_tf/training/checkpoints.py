@@ -110,7 +110,13 @@ class TrainingCheckpoint:
         if self.pools is None:
             return
         shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-        saved = [s[0] for k, s in shapes.items() if k.startswith("pool/pointer/")]
+        saved = [s for k, s in shapes.items() if k.startswith("pool/pointer/")]
+        if saved and not saved[0]:  # a scalar: one pool, written before every replica's was kept
+            raise CheckpointError(
+                f"{path} holds one training-pair pool (written by an older version that kept replica 0's "
+                "only); resume it with that version or start over with --noresume"
+            )
+        saved = [s[0] for s in saved]
         if saved and saved[0] != self.pools.replicas:
             raise CheckpointError(
                 f"{path} holds the training-pair pools of {saved[0]} replicas, this run has "
