@@ -329,3 +329,12 @@ def test_should_stop_ends_after_the_current_step_with_a_checkpoint_and_no_export
     assert lines[-1] == "step 2: stopped on request; checkpoint of step 2 written, rerun to resume"
     assert run.checkpoint.latest.endswith("ckpt-2") and int(run.trainer.step.numpy()) == 2
     assert not os.path.exists(os.path.join(model_dir, EMA_EXPORT_NAME))
+
+
+def test_should_stop_before_the_first_step_saves_nothing(paired_shards, tmp_path):
+    model_dir = str(tmp_path / "run")
+    run = build_run(load_pipeline("smoke_cpu", OVERRIDES), model_dir)
+    lines = []
+    assert train(run, paired_shards, model_dir, print_fn=lines.append, should_stop=lambda: True) == 0
+    assert lines == ["step 0: stopped on request before the first step of this run"]
+    assert run.checkpoint.latest is None

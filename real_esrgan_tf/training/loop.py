@@ -89,6 +89,9 @@ def train(
     last_time, last_logged = time.monotonic(), step
     while step < end:
         if agree_to_stop(should_stop()):
+            if step == run.start_step:
+                print_fn(f"step {step}: stopped on request before the first step of this run")
+                return step
             if step != saved:
                 run.checkpoint.save()
             print_fn(f"step {step}: stopped on request; checkpoint of step {step} written, rerun to resume")
