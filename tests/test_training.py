@@ -346,6 +346,25 @@ def test_checkpoint_resume_continues_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+def test_checkpoint_holds_every_replica_pool_and_refuses_a_single_pool_one(tmp_path):
+    """The pool is saved as [replicas, ...] (here 1 replica); a checkpoint of the former layout
+    (the pool's own per-replica variables, replica 0's only) is a one-line CheckpointError."""
+    from real_esrgan_tf.training.checkpoints import CheckpointError
+
+    trainer = _tiny_trainer(pool=TrainingPairPool(4, (8, 8, 3), (32, 32, 3), 2), degrader=_area_degrader)
+    tf.function(trainer.train_step)(_synthetic_batch(0))
+    path = TrainingCheckpoint(trainer, str(tmp_path / "new")).save()
+    reader = tf.train.load_checkpoint(path)
+    np.testing.assert_array_equal(reader.get_tensor("pool/pointer/.ATTRIBUTES/VARIABLE_VALUE"), [2])
+    queue = reader.get_tensor("pool/queue_gt/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_array_equal(queue[0], trainer.pool.queue_gt.numpy())
+
+    old = tf.train.Checkpoint(generator=trainer.generator, step=trainer.step, pool=trainer.pool)
+    tf.train.CheckpointManager(old, str(tmp_path / "old" / "checkpoints"), 1).save()
+    with pytest.raises(CheckpointError, match="holds one training-pair pool"):
+        TrainingCheckpoint(trainer, str(tmp_path / "old")).restore_latest()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])

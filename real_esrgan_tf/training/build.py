@@ -155,6 +155,7 @@ def build_run(
         config.checkpoint.keep_checkpoint_max,
         chief=is_chief(strategy),
         worker=worker_id(strategy),
+        strategy=strategy,
     )
     start = (ckpt.restore_latest() if resume else None) or 0
     return TrainingRun(config, strategy, trainer, ckpt, start, xla)
