@@ -1,10 +1,11 @@
-# The two commands: `make demo` and `make test`. Both create .venv and install first.
+# The commands: `make demo`, `make test` (everything, as CI) and `make test-fast` (the edit loop: no
+# tests marked slow). All create .venv and install first.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q --durations=15 tests
+
+test-fast: $(STAMP) lint
+	$(PY) -m pytest -q --durations=10 -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) results

@@ -68,25 +68,17 @@ def _block(out):
 
 def _torch_usm_rate(gt: np.ndarray, runs: int) -> float:
     import torch
-    import torch.nn.functional as F
 
     from real_esrgan_tf.degradations.filtering import gaussian_kernel_1d
+    from tests.torch_oracles import usm_sharp
 
     torch.set_num_threads(os.cpu_count() or 1)
     g = gaussian_kernel_1d(51, 8.0)
-    kernel = torch.from_numpy(np.outer(g, g).astype(np.float32)).view(1, 1, 51, 51)
+    kernel = torch.from_numpy(np.outer(g, g).astype(np.float32))
     img = torch.from_numpy(gt).permute(0, 3, 1, 2).contiguous()
 
-    def blur(x):
-        b, c, h, w = x.shape
-        x = F.pad(x, (25, 25, 25, 25), mode="reflect").view(b * c, 1, h + 50, w + 50)
-        return F.conv2d(x, kernel).view(b, c, h, w)
-
     def usm(x):
-        residual = x - blur(x)
-        mask = (residual.abs() * 255 > 10).float()
-        soft = blur(mask)
-        return soft * torch.clip(x + 0.5 * residual, 0, 1) + (1 - soft) * x
+        return usm_sharp(x, kernel)
 
     times = []
     with torch.no_grad():

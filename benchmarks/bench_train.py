@@ -59,113 +59,36 @@ def bench_tf(stage: int, precision: str, xla: bool, batch: int, gt: int, repeats
 
 
 def bench_torch(stage: int, batch: int, gt: int, repeats: int) -> float:
-    """The official step's operations (BasicSR RealESRGANModel.optimize_parameters), float32."""
+    """The official step's operations (BasicSR RealESRGANModel.optimize_parameters), float32, on the
+    official architectures of tests/torch_oracles.py."""
     import copy
 
     import torch
     from torch import nn
     from torch.nn import functional as F
 
+    from tests import torch_oracles as oracles
+
     torch.manual_seed(0)
 
-    class RDB(nn.Module):
-        def __init__(self, nf=64, gc=32):
-            super().__init__()
-            self.convs = nn.ModuleList(nn.Conv2d(nf + i * gc, gc if i < 4 else nf, 3, 1, 1) for i in range(5))
-
-        def forward(self, x):
-            feats = [x]
-            for i, conv in enumerate(self.convs):
-                out = conv(torch.cat(feats, 1))
-                if i < 4:
-                    out = F.leaky_relu(out, 0.2)
-                feats.append(out)
-            return feats[-1] * 0.2 + x
-
-    class RRDB(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rdbs = nn.Sequential(RDB(), RDB(), RDB())
-
-        def forward(self, x):
-            return self.rdbs(x) * 0.2 + x
-
-    class RRDBNet(nn.Module):
-        def __init__(self, nb=23, nf=64):
-            super().__init__()
-            self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
-            self.body = nn.Sequential(*[RRDB() for _ in range(nb)])
-            self.conv_body = nn.Conv2d(nf, nf, 3, 1, 1)
-            self.up1, self.up2 = nn.Conv2d(nf, nf, 3, 1, 1), nn.Conv2d(nf, nf, 3, 1, 1)
-            self.conv_hr, self.conv_last = nn.Conv2d(nf, nf, 3, 1, 1), nn.Conv2d(nf, 3, 3, 1, 1)
-
-        def forward(self, x):
-            feat = self.conv_first(x)
-            feat = feat + self.conv_body(self.body(feat))
-            feat = F.leaky_relu(self.up1(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
-            feat = F.leaky_relu(self.up2(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
-            return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
-
-    class UNetD(nn.Module):
-        def __init__(self, nf=64):
-            super().__init__()
-            sn = nn.utils.spectral_norm
-            self.conv0 = nn.Conv2d(3, nf, 3, 1, 1)
-            self.conv1 = sn(nn.Conv2d(nf, nf * 2, 4, 2, 1, bias=False))
-            self.conv2 = sn(nn.Conv2d(nf * 2, nf * 4, 4, 2, 1, bias=False))
-            self.conv3 = sn(nn.Conv2d(nf * 4, nf * 8, 4, 2, 1, bias=False))
-            self.conv4 = sn(nn.Conv2d(nf * 8, nf * 4, 3, 1, 1, bias=False))
-            self.conv5 = sn(nn.Conv2d(nf * 4, nf * 2, 3, 1, 1, bias=False))
-            self.conv6 = sn(nn.Conv2d(nf * 2, nf, 3, 1, 1, bias=False))
-            self.conv7 = sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False))
-            self.conv8 = sn(nn.Conv2d(nf, nf, 3, 1, 1, bias=False))
-            self.conv9 = nn.Conv2d(nf, 1, 3, 1, 1)
-
-        def forward(self, x):
-            a = lambda t: F.leaky_relu(t, 0.2)  # noqa: E731
-            up = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)  # noqa: E731
-            x0 = a(self.conv0(x))
-            x1 = a(self.conv1(x0))
-            x2 = a(self.conv2(x1))
-            x3 = a(self.conv3(x2))
-            x4 = a(self.conv4(up(x3))) + x2
-            x5 = a(self.conv5(up(x4))) + x1
-            x6 = a(self.conv6(up(x5))) + x0
-            return self.conv9(a(self.conv8(a(self.conv7(x6)))))
-
     class VGG(nn.Module):
-        blocks = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
-        wanted = {(1, 2): 0.1, (2, 2): 0.1, (3, 4): 1.0, (4, 4): 1.0, (5, 4): 1.0}
+        """BasicSR VGGFeatureExtractor: input norm, pre-ReLU features, truncated after conv5_4."""
+
+        wanted = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
 
         def __init__(self):
             super().__init__()
-            layers, cin = [], 3
-            for n, f in self.blocks:
-                for _ in range(n):
-                    layers.append(nn.Conv2d(cin, f, 3, 1, 1))
-                    cin = f
-            self.convs = nn.ModuleList(layers)
-            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+            self.features = oracles.vgg19_features()
 
         def forward(self, x):
-            x, out, i = (x - self.mean) / self.std, {}, 0
-            for b, (n, _) in enumerate(self.blocks, 1):
-                for c in range(1, n + 1):
-                    x = self.convs[i](x)
-                    i += 1
-                    if (b, c) in self.wanted:
-                        out[(b, c)] = x
-                    if (b, c) == (5, 4):
-                        return out
-                    x = F.relu(x)
-                x = F.max_pool2d(x, 2)
-            return out
+            x = oracles.imagenet_normalize(x)
+            return oracles.vgg19_pre_relu_features(self.features, x, last="conv5_4")
 
-    net_g = RRDBNet()
+    net_g = oracles.StateDictNet(oracles.rrdbnet_state(4, 64, 23, 32, seed=0), oracles.rrdbnet, scale=4,
+                                 num_block=23)
     net_g_ema = copy.deepcopy(net_g).eval()
     opt_g = torch.optim.Adam(net_g.parameters(), 1e-4, betas=(0.9, 0.99))
-    net_d = UNetD() if stage == 2 else None
+    net_d = oracles.UNetDiscriminatorSN(64) if stage == 2 else None
     opt_d = torch.optim.Adam(net_d.parameters(), 1e-4, betas=(0.9, 0.99)) if stage == 2 else None
     vgg = VGG().eval() if stage == 2 else None
     if vgg is not None:

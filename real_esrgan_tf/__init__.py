@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "RRDBNet": "real_esrgan_tf.models",
         "SRVGGNetCompact": "real_esrgan_tf.models",
         "UNetDiscriminatorSN": "real_esrgan_tf.models",
+        "VGGStyleDiscriminator": "real_esrgan_tf.models",
         "load_generator": "real_esrgan_tf.weights",
         "save_generator": "real_esrgan_tf.weights",
         "pretrained_info": "real_esrgan_tf.weights",

@@ -32,6 +32,7 @@ def test_unknown_flag_is_a_usage_error(capsys):
     assert "no_such_flag" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_output_is_the_error_line_only_and_verbose_shows_tensorflow_logs(tmp_path):
     """A fresh process: TF's start-up log lines are hidden, the one-line error and exit code are not."""
     bad = tmp_path / "notes.png"

@@ -1,4 +1,5 @@
-"""`prepare`: official crop geometry, exact pixels in the shards, determinism, resume after SIGKILL."""
+"""`prepare`: official crop geometry, exact pixels in the shards, determinism, resume after SIGKILL,
+SIGTERM handled like Ctrl-C."""
 
 import json
 import os
@@ -210,6 +211,80 @@ def test_resume_after_sigkill_gives_the_same_manifest(tmp_path, photos):
     mtimes = [p.stat().st_mtime_ns for p in sorted(out.glob("shard-*.tfrecord"))]
     assert cli.main(["real-esrgan-tf", "prepare", *args, "--output", str(out)]) == 0
     assert mtimes == [p.stat().st_mtime_ns for p in sorted(out.glob("shard-*.tfrecord"))]
+
+
+def _children(pid):
+    """Process ids of the direct children of `pid` (Linux /proc)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(c) for c in f.read().split()]
+    return found
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_sigterm_stops_like_ctrl_c_keeping_finished_shards(tmp_path, photos):
+    """SIGTERM (a cluster stopping the job) mid-run with 2 worker processes: one line, exit 143
+    within seconds, finished shards kept, the unfinished one's temp file removed, the workers
+    ended; the same command then completes with the manifest of an uninterrupted run."""
+    src = tmp_path / "src"
+    os.makedirs(src)
+    for i in range(6):
+        images.write_image(
+            str(src / f"img{i}.png"), photos["astronaut"][i * 50 : i * 50 + 64, i * 30 : i * 30 + 72]
+        )
+    out = tmp_path / "stopped"
+    args = ["--input", str(src), "--crop", "32", "--step", "16", "--num_shards", "6", "--workers", "2"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    command = [sys.executable, "-m", "real_esrgan_tf.cli", "prepare", *args, "--output", str(out)]
+    proc = subprocess.Popen(
+        [*command, "--pause_after_shard", "30"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not list(out.glob("shard-*.tfrecord")) and time.time() < deadline:
+            assert proc.poll() is None, "prepare ended before it could be stopped"
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers  # the two workers (+ multiprocessing's resource tracker)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.time()
+        _, err = proc.communicate(timeout=60)
+        seconds = time.time() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert seconds < 15, seconds
+    message = [line for line in err.splitlines() if "real-esrgan-tf prepare:" in line]
+    assert message == [
+        "real-esrgan-tf prepare: interrupted (SIGTERM); finished shards are kept: rerun the same command "
+        "to resume"
+    ], err
+    assert "Traceback" not in err
+    deadline = time.time() + 10
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if _alive(w)]
+    assert not (out / "manifest.json").exists()
+    assert 1 <= len(list(out.glob("shard-*.tfrecord"))) < 6
+    assert not [p for p in os.listdir(out) if p.startswith(".tmp-")]
+    assert cli.main(["real-esrgan-tf", "prepare", *args, "--output", str(out)]) == 0
+    config = data_plan.PrepareConfig(inputs=(str(src),), crop=32, step=16, num_shards=6)
+    prep.prepare(config, str(tmp_path / "clean"), progress=False)
+    assert _manifest_bytes(out) == _manifest_bytes(tmp_path / "clean")
 
 
 def test_paired_mode_matches_names_checks_sizes_and_aligns_crops(tmp_path, photos):

@@ -116,6 +116,7 @@ def test_ordered_map_names_the_item_of_a_worker_that_was_killed(tmp_path):
     assert _no_new_children(before)
 
 
+@pytest.mark.slow
 def test_results_in_flight_are_bounded_with_a_slow_writer(tmp_path, photos, monkeypatch):
     """24 one-crop segments, 2 workers, a writer far slower than the workers: no more than
     2 x IN_FLIGHT_PER_WORKER segments may be handed out (or their results held) and not yet written."""
@@ -203,6 +204,7 @@ def test_a_killed_worker_ends_prepare_with_an_error_not_a_hang(tmp_path, photos,
     assert not [p for p in os.listdir(tmp_path / "out") if p.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_parent_and_workers_and_the_rerun_resumes(tmp_path, photos):
     _tiny_inputs(tmp_path / "src", photos, 12)
     out = tmp_path / "out"

@@ -150,3 +150,26 @@ def test_config_defaults_and_validation():
     with pytest.raises(DegradationConfigError, match="not divisible"):
         c.check_batch_size(7)
     c.check_batch_size(12)
+
+
+def test_no_sinc_ablation_removes_every_sinc_and_changes_nothing_else():
+    """`sinc=False`: over 2,000 samples, no blur kernel is a sinc and the final kernel is the identity
+    pulse; from the same seed every non-sinc kernel is the one the official config draws."""
+    official = DegradationConfig()
+    no_sinc = DegradationConfig(sinc=False)
+    seed = tf.constant([11, 12])
+    ref, ref_p = sample_kernels(official, seed, batch_size=2000, return_params=True)
+    got, got_p = sample_kernels(no_sinc, seed, batch_size=2000, return_params=True)
+    for key in ("kernel1_sinc", "kernel2_sinc", "final_sinc"):
+        assert not got_p[key].numpy().any(), key
+        assert ref_p[key].numpy().sum() > 50, key  # the official config does draw sincs from this seed
+    pulse = np.zeros((21, 21), np.float32)
+    pulse[10, 10] = 1.0
+    np.testing.assert_array_equal(got["sinc_kernel"].numpy(), np.broadcast_to(pulse, (2000, 21, 21)))
+    for stage in ("kernel1", "kernel2"):
+        plain = ~ref_p[f"{stage}_sinc"].numpy()
+        np.testing.assert_array_equal(got[stage].numpy()[plain], ref[stage].numpy()[plain])
+        for name in ("size", "type", "sigma_x", "sigma_y", "theta", "beta"):
+            np.testing.assert_array_equal(got_p[f"{stage}_{name}"], ref_p[f"{stage}_{name}"])
+        # where the official drew a sinc, the ablation uses the mixed kernel of the same draws
+        assert not np.allclose(got[stage].numpy()[~plain], ref[stage].numpy()[~plain])

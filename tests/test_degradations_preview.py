@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from real_esrgan_tf.cli import main as cli
 
 
+@pytest.mark.slow
 def test_degrade_writes_a_grid_and_the_drawn_parameters(tmp_path, photos, capsys):
     src = tmp_path / "coffee.png"
     Image.fromarray(photos["coffee"][:100, :120]).save(src)

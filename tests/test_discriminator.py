@@ -1,13 +1,14 @@
-"""UNetDiscriminatorSN against the reference table and against PyTorch's spectral_norm."""
+"""UNetDiscriminatorSN against the reference table and PyTorch's spectral_norm; the ablation Ds."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from real_esrgan_tf.models import UNetDiscriminatorSN
+from real_esrgan_tf.models import UNetDiscriminatorSN, VGGStyleDiscriminator
 from real_esrgan_tf.models.unet_discriminator import SPECTRAL_NORM_LAYERS, SpectralNormConv2D
 
 torch = pytest.importorskip("torch")
+torch_oracles = pytest.importorskip("tests.torch_oracles")
 
 
 def _table_param_count(nf=64, cin=3):
@@ -114,41 +115,9 @@ def test_single_conv_matches_torch_spectral_norm(k, s):
     )
 
 
-class _TorchUNetD(torch.nn.Module):
-    """The official architecture written out from the reference table (a test oracle)."""
-
-    def __init__(self, nf):
-        super().__init__()
-        sn = torch.nn.utils.spectral_norm
-        c = torch.nn.Conv2d
-        self.conv0 = c(3, nf, 3, 1, 1)
-        self.conv1 = sn(c(nf, nf * 2, 4, 2, 1, bias=False))
-        self.conv2 = sn(c(nf * 2, nf * 4, 4, 2, 1, bias=False))
-        self.conv3 = sn(c(nf * 4, nf * 8, 4, 2, 1, bias=False))
-        self.conv4 = sn(c(nf * 8, nf * 4, 3, 1, 1, bias=False))
-        self.conv5 = sn(c(nf * 4, nf * 2, 3, 1, 1, bias=False))
-        self.conv6 = sn(c(nf * 2, nf, 3, 1, 1, bias=False))
-        self.conv7 = sn(c(nf, nf, 3, 1, 1, bias=False))
-        self.conv8 = sn(c(nf, nf, 3, 1, 1, bias=False))
-        self.conv9 = c(nf, 1, 3, 1, 1)
-
-    def forward(self, x):
-        f = torch.nn.functional
-        a = lambda t: f.leaky_relu(t, 0.2)
-        up = lambda t: f.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
-        x0 = a(self.conv0(x))
-        x1 = a(self.conv1(x0))
-        x2 = a(self.conv2(x1))
-        x3 = a(self.conv3(x2))
-        x4 = a(self.conv4(up(x3))) + x2
-        x5 = a(self.conv5(up(x4))) + x1
-        x6 = a(self.conv6(up(x5))) + x0
-        return self.conv9(a(self.conv8(a(self.conv7(x6)))))
-
-
 def test_whole_discriminator_matches_torch_oracle():
     torch.manual_seed(0)
-    tnet = _TorchUNetD(8).train()
+    tnet = torch_oracles.UNetDiscriminatorSN(8).train()
     d = UNetDiscriminatorSN(num_feat=8)
     for name in ("conv0", "conv9"):
         tc, layer = getattr(tnet, name), d.get_layer(name)
@@ -168,3 +137,102 @@ def test_logits_are_float32_under_mixed_policy():
     y = d(tf.random.uniform((1, 16, 16, 3)), training=True)
     assert y.dtype == tf.float32
     assert all(w.dtype == "float32" for w in d.weights)
+
+
+# ------------------------------------------------------------------ ablation discriminators
+
+
+def test_unet_without_spectral_norm_has_no_sn_state_and_matches_torch_plain_convs():
+    d = UNetDiscriminatorSN(num_feat=8, spectral_norm=False)
+    sn = UNetDiscriminatorSN(num_feat=8)
+    assert not any("sn_" in w.path for w in d.weights) and not d.non_trainable_weights
+    assert [w.shape for w in d.trainable_weights] == [w.shape for w in sn.trainable_weights]
+    assert sum(int(np.prod(w.shape)) for w in UNetDiscriminatorSN(spectral_norm=False).weights) == 4_376_897
+    torch.manual_seed(0)
+    tnet = torch_oracles.UNetDiscriminatorSN(8, spectral_norm=False)
+    for name in ("conv0", *SPECTRAL_NORM_LAYERS, "conv9"):
+        tc, layer = getattr(tnet, name), d.get_layer(name)
+        weights = [tc.weight.detach().numpy().transpose(2, 3, 1, 0)]
+        layer.set_weights(weights + ([tc.bias.detach().numpy()] if tc.bias is not None else []))
+    x = np.random.default_rng(0).uniform(size=(2, 3, 32, 24)).astype("float32")
+    before = [w.numpy().copy() for w in d.weights]
+    yf = d(x.transpose(0, 2, 3, 1), training=True).numpy()
+    np.testing.assert_allclose(yf, tnet(torch.from_numpy(x)).detach().numpy().transpose(0, 2, 3, 1),
+                               atol=1e-5, rtol=1e-4)
+    for a, w in zip(before, d.weights, strict=True):  # a training call changes no state
+        np.testing.assert_array_equal(a, w.numpy())
+
+
+class _TorchVGGStyleD(torch.nn.Module):
+    """ESRGAN's VGG-style D for 128x128 input, written out from BasicSR 1.4.2's layer list (test oracle):
+    conv0_0 3x3 + bias; conv{i}_0 3x3 + BN (i >= 1), conv{i}_1 4x4 s2 + BN; linear 8nf*16 -> 100 -> 1."""
+
+    def __init__(self, nf):
+        super().__init__()
+        c, bn = torch.nn.Conv2d, torch.nn.BatchNorm2d
+        self.conv0_0 = c(3, nf, 3, 1, 1)
+        feats = [nf, 2 * nf, 4 * nf, 8 * nf, 8 * nf]
+        layers, cin = [c(nf, nf, 4, 2, 1, bias=False), bn(nf)], nf
+        for f in feats[1:]:
+            layers += [c(cin, f, 3, 1, 1, bias=False), bn(f), c(f, f, 4, 2, 1, bias=False), bn(f)]
+            cin = f
+        self.body = torch.nn.ModuleList(layers)
+        self.linear1 = torch.nn.Linear(8 * nf * 16, 100)
+        self.linear2 = torch.nn.Linear(100, 1)
+
+    def forward(self, x):
+        a = lambda t: torch.nn.functional.leaky_relu(t, 0.2)
+        x = a(self.conv0_0(x))
+        for conv, norm in zip(self.body[::2], self.body[1::2], strict=True):
+            x = a(norm(conv(x)))
+        return self.linear2(a(self.linear1(x.flatten(1))))
+
+
+def _copy_vgg_d(tnet, d):
+    d.get_layer("conv0_0").set_weights(
+        [tnet.conv0_0.weight.detach().numpy().transpose(2, 3, 1, 0), tnet.conv0_0.bias.detach().numpy()]
+    )
+    names = ["0_1"] + [f"{i}_{j}" for i in range(1, 5) for j in (0, 1)]
+    for name, conv, norm in zip(names, tnet.body[::2], tnet.body[1::2], strict=True):
+        d.get_layer(f"conv{name}").set_weights([conv.weight.detach().numpy().transpose(2, 3, 1, 0)])
+        d.get_layer(f"bn{name}").set_weights(
+            [t.detach().numpy() for t in (norm.weight, norm.bias, norm.running_mean, norm.running_var)]
+        )
+    for name in ("linear1", "linear2"):
+        lin = getattr(tnet, name)
+        d.get_layer(name).set_weights([lin.weight.detach().numpy().T, lin.bias.detach().numpy()])
+
+
+def test_vgg_style_discriminator_matches_basicsr_layers_count_and_outputs():
+    d = VGGStyleDiscriminator(num_feat=64, input_size=128)
+    tnet = _TorchVGGStyleD(64)
+    buffers = sum(b.numel() for n, b in tnet.named_buffers() if "num_batches" not in n)
+    trainable = sum(int(np.prod(w.shape)) for w in d.trainable_weights)
+    assert trainable == sum(p.numel() for p in tnet.parameters())
+    assert sum(int(np.prod(w.shape)) for w in d.non_trainable_weights) == buffers
+    # by hand, nf 64: conv0_0 3*64*9+64; 4x4 convs 64^2, 128^2, 256^2, 512^2, 512^2 (x16); 3x3 convs
+    # 64*128, 128*256, 256*512, 512*512 (x9); BN 2C each; linear 8192*100+100, 100+1
+    convs = 3 * 64 * 9 + 64 + 16 * (64**2 + 128**2 + 256**2 + 2 * 512**2)
+    convs += 9 * (64 * 128 + 128 * 256 + 256 * 512 + 512**2)
+    bns = 2 * (64 + 2 * (128 + 256 + 512 + 512))
+    assert sum(p.numel() for p in tnet.parameters()) == convs + bns + 8192 * 100 + 100 + 101 == 14_499_401
+    small, tsmall = VGGStyleDiscriminator(num_feat=8, input_size=128), _TorchVGGStyleD(8)
+    torch.manual_seed(0)
+    for m in tsmall.modules():  # non-trivial BN state, so the running statistics are checked too
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    _copy_vgg_d(tsmall, small)
+    x = np.random.default_rng(0).uniform(size=(3, 3, 128, 128)).astype("float32")
+    y = small(x.transpose(0, 2, 3, 1), training=False).numpy()
+    assert y.shape == (3, 1) and y.dtype == np.float32
+    np.testing.assert_allclose(y, tsmall.eval()(torch.from_numpy(x)).detach().numpy(), atol=1e-5, rtol=1e-4)
+    y = small(x.transpose(0, 2, 3, 1), training=True).numpy()  # batch statistics, running stats updated
+    np.testing.assert_allclose(y, tsmall.train()(torch.from_numpy(x)).detach().numpy(), atol=1e-4, rtol=1e-3)
+    # running mean as torch; the running variance differs by torch's unbiased n/(n-1) batch variance,
+    # which never matters here: the trainer always calls D in training mode (batch statistics).
+    np.testing.assert_allclose(small.get_layer("bn4_1").moving_mean.numpy(),
+                               tsmall.body[-1].running_mean.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="power of two"):
+        VGGStyleDiscriminator(input_size=96)

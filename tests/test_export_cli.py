@@ -30,6 +30,7 @@ def export(*flags):
     return cli.main(["real-esrgan-tf", "export", *flags])
 
 
+@pytest.mark.slow
 def test_saved_model_from_a_training_folder(model, model_dir, tmp_path, capsys):
     base = tmp_path / "savedmodels" / "compact"
     assert export(f"--model={model_dir}", "--format=saved_model", f"--output={base}", "--tile=32") == 0

@@ -72,6 +72,7 @@ def test_version_folder_is_readable_by_the_server_user(exported):
     assert stat.S_IMODE(os.stat(os.path.join(path, "saved_model.pb")).st_mode) == 0o666 & ~umask
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_both_signatures(exported):
     path, _ = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")

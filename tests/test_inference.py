@@ -101,6 +101,7 @@ def test_tiles_equal_whole_image_when_pad_covers_receptive_field(tile, tile_pad,
     assert np.abs(whole.astype(int) - tiled).max() <= 1  # float summation order only
 
 
+@pytest.mark.slow
 def test_tiled_equals_untiled_real_weights(photos):
     weights = pytest.importorskip("real_esrgan_tf.weights")
     model = weights.load_generator("realesrgan-x4plus-anime-6b")

@@ -17,6 +17,7 @@ from real_esrgan_tf.training.losses import (
 )
 
 torch = pytest.importorskip("torch")
+torch_oracles = pytest.importorskip("tests.torch_oracles")
 
 
 def test_l1_matches_numpy_over_seeds():
@@ -41,31 +42,10 @@ def test_gan_losses_match_torch_bce_with_logits():
     assert losses.gan_loss_generator(tf.cast(fake, tf.float16)).dtype == tf.float32
 
 
-def _torchvision_layout_vgg19():
-    """torchvision's `vgg19().features` layout (conv, ReLU, ..., MaxPool) with random weights."""
-    layers, cin = [], 3
-    for _, convs, filters in losses.VGG19_BLOCKS:
-        for _ in range(convs):
-            layers += [torch.nn.Conv2d(cin, filters, 3, 1, 1), torch.nn.ReLU()]
-            cin = filters
-        layers.append(torch.nn.MaxPool2d(2, 2))
-    return torch.nn.Sequential(*layers)
-
-
-def _torch_pre_relu_features(net, x):
-    names = iter(f"conv{b}_{c}" for b, n, _ in losses.VGG19_BLOCKS for c in range(1, n + 1))
-    out = {}
-    for layer in net:
-        x = layer(x)
-        if isinstance(layer, torch.nn.Conv2d):
-            out[next(names)] = x
-    return out
-
-
 @pytest.fixture(scope="module")
 def torch_vgg(tmp_path_factory):
     torch.manual_seed(0)
-    net = _torchvision_layout_vgg19().eval()
+    net = torch_oracles.vgg19_features().eval()
     path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"
     torch.save({f"features.{k}": v for k, v in net.state_dict().items()}, path)
     return net, str(path)
@@ -78,14 +58,12 @@ def test_pth_weights_give_torch_pre_relu_features_and_official_loss(torch_vgg, p
     gt = photos["astronaut"][100:132, 200:232].astype("float32")[None] / 255.0  # (1, 32, 32, 3)
     sr = np.clip(gt + np.random.default_rng(0).normal(0, 0.05, gt.shape), 0, 1).astype("float32")
 
-    mean = torch.tensor(losses.TORCH_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(losses.TORCH_STD).view(1, 3, 1, 1)
-
-    def to_t(a):
-        return (torch.from_numpy(a.transpose(0, 3, 1, 2)) - mean) / std
+    def features(a):
+        x = torch_oracles.imagenet_normalize(torch_oracles.to_nchw(a))
+        return torch_oracles.vgg19_pre_relu_features(net, x)
 
     with torch.no_grad():
-        ft_sr, ft_gt = _torch_pre_relu_features(net, to_t(sr)), _torch_pre_relu_features(net, to_t(gt))
+        ft_sr, ft_gt = features(sr), features(gt)
     mine = loss_fn.features(normalize_for_vgg(sr, "torch"))
     for name in DEFAULT_LAYER_WEIGHTS:
         ref = ft_sr[name].numpy().transpose(0, 2, 3, 1)
@@ -136,3 +114,19 @@ def test_gradient_flows_to_prediction_only():
     g_sr, g_gt = tape.gradient(loss, [sr, gt])
     assert g_gt is None or not np.any(g_gt.numpy())
     assert float(tf.reduce_sum(tf.abs(g_sr))) > 0
+
+
+def test_random_vgg_weights_log_one_warning_that_the_loss_is_meaningless(caplog, torch_vgg):
+    import logging
+
+    from real_esrgan_tf.training.losses import RANDOM_VGG_WARNING, PerceptualLoss, PerceptualLossConfig
+
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        PerceptualLoss(PerceptualLossConfig({"conv1_2": 1.0}, "random"))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "absl"]
+    assert [r.getMessage() for r in warnings] == [RANDOM_VGG_WARNING]
+    assert "meaningless" in RANDOM_VGG_WARNING and "\n" not in RANDOM_VGG_WARNING
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        load_vgg19_weights(build_vgg19_features(("conv1_2",)), torch_vgg[1])  # real weights: quiet
+    assert not [r for r in caplog.records if r.name == "absl"]

@@ -12,7 +12,7 @@ from real_esrgan_tf.models.layers import torch_to_tf_unshuffle_perm
 @pytest.mark.parametrize(
     "model_fn, official",
     [
-        (lambda: RRDBNet(scale=4), 16_697_987),  # RealESRGAN_x4plus: 16.70 M
+        pytest.param(lambda: RRDBNet(scale=4), 16_697_987, marks=pytest.mark.slow),  # x4plus: 16.70 M
         (lambda: RRDBNet(scale=4, num_block=6), 4_467_779),  # anime_6B: 4.47 M
         (lambda: SRVGGNetCompact(num_conv=16), 621_424),  # realesr-animevideov3: 0.62 M
         (lambda: SRVGGNetCompact(num_conv=32), 1_213_296),  # realesr-general-x4v3: 1.21 M

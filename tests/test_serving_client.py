@@ -189,6 +189,7 @@ def test_rest_body_is_tf_serving_columnar_json():
     assert serving_client.rest_url(ServingTarget("h:8501", "m", 2)).endswith("/m/versions/2:predict")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rest", [False, True], ids=["grpc", "rest"])
 def test_round_trip_gives_the_upscaled_image(rest, grpc_server, rest_server, predictor, model, photo_jpeg):
     target = ServingTarget(rest_server if rest else grpc_server, MODEL, timeout=30)
@@ -201,6 +202,7 @@ def test_round_trip_gives_the_upscaled_image(rest, grpc_server, rest_server, pre
     assert signature == "upscale_image" and set(inputs) == {"image"}  # outscale: the server's default
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rest", [False, True], ids=["grpc", "rest"])
 def test_outscale_travels(rest, grpc_server, rest_server, predictor, photo_jpeg):
     target = ServingTarget(rest_server if rest else grpc_server, MODEL, timeout=30)
@@ -217,6 +219,7 @@ def test_unreachable_server_is_a_clear_error(rest, closed_port):
         serving_client.upscale_bytes(target, b"x", rest=rest)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rest", [False, True], ids=["grpc", "rest"])
 def test_error_status_is_a_clear_error(rest, grpc_server, rest_server):
     server = rest_server if rest else grpc_server
@@ -235,6 +238,7 @@ def test_timeout_is_a_clear_error():
             serving_client.upscale_bytes(ServingTarget(server, MODEL, timeout=0.5), b"x", rest=True)
 
 
+@pytest.mark.slow
 def test_client_command(grpc_server, rest_server, predictor, photo_jpeg, tmp_path, closed_port, capsys):
     src = tmp_path / "cat.jpg"
     src.write_bytes(photo_jpeg)
@@ -268,6 +272,7 @@ def test_models_config_example_parses_as_model_server_config():
                for c in config.model_config_list.config)
 
 
+@pytest.mark.slow
 def test_client_never_overwrites_an_input_or_an_earlier_result(grpc_server, photo_jpeg, tmp_path, closed_port,
                                                                capsys):
     src = tmp_path / "cat.png"

@@ -53,7 +53,7 @@ def exported(animevideov3, tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in range(1, 5))])
 def test_fixed_window_plan_covers_the_image_with_context(seed):
     """The TFLite runner tiles with the Upscaler's planner: full-size windows inside the image, cores
     covering every pixel once, each core with `pad` pixels of context or the image border."""
@@ -74,6 +74,7 @@ def test_fixed_window_plan_covers_the_image_with_context(seed):
         assert (covered == 1).all()
 
 
+@pytest.mark.slow
 def test_tiled_runner_equals_keras_when_the_pad_covers_the_receptive_field(tmp_path, photos):
     """3 convs see 3 px: with tile_pad 4 every tile sees all it needs, so tiling changes nothing."""
     model = SRVGGNetCompact(num_conv=1, num_feat=8)
@@ -87,6 +88,7 @@ def test_tiled_runner_equals_keras_when_the_pad_covers_the_receptive_field(tmp_p
     assert runner(small).shape == (1, 40, 68, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization", list(Quantization), ids=lambda q: q.value)
 def test_tflite_matches_keras_on_photos(exported, animevideov3, photos, quantization):
     runner = TFLiteGenerator(exported[quantization], num_threads=2)
@@ -99,6 +101,7 @@ def test_tflite_matches_keras_on_photos(exported, animevideov3, photos, quantiza
     assert psnr(runner(lr), animevideov3(lr).numpy()) >= FLOOR[quantization]
 
 
+@pytest.mark.slow
 def test_exported_models_are_builtin_ops_only(exported):
     for q, path in exported.items():
         with open(path, "rb") as f:
@@ -108,6 +111,7 @@ def test_exported_models_are_builtin_ops_only(exported):
         assert ("PRELU" in ops) == (q is not Quantization.INT8)  # int8: LEAKY_RELU + MUL + ADD instead
 
 
+@pytest.mark.slow
 def test_int8_prelu_rewrite_is_exact_and_fully_delegated(exported, animevideov3, photos):
     lr = photos["astronaut"][:48, :40].astype(np.float32)[None] / 255.0
     np.testing.assert_allclose(int8_friendly(animevideov3)(lr).numpy(), animevideov3(lr).numpy(), atol=2e-5)
@@ -135,6 +139,7 @@ def test_flex_ops_are_rejected():
         check_builtin_ops(converter.convert(), "flex.tflite")
 
 
+@pytest.mark.slow
 def test_rrdbnet_exports_too(tmp_path, rng):
     model = RRDBNet(scale=2, num_block=1, num_feat=8, num_grow_ch=4)
     path = str(tmp_path / "rrdb.tflite")
@@ -149,6 +154,7 @@ def test_rrdbnet_exports_too(tmp_path, rng):
         export_tflite(model, None, quantization=Quantization.INT8, input_size=16)
 
 
+@pytest.mark.slow
 def test_upscale_command_runs_a_tflite_model(exported, animevideov3, photos, tmp_path):
     src = tmp_path / "in" / "coffee.png"
     src.parent.mkdir()

@@ -3,7 +3,6 @@
 import dataclasses
 import math
 import os
-import warnings
 
 import keras
 import numpy as np
@@ -133,19 +132,8 @@ def test_gt_size_must_fit_rrdbnet_pixel_unshuffle():
 
 
 def _basicsr_learning_rates(base_lr, milestones, gamma, iterations):
-    """BasicSR's loop in PyTorch: `update_learning_rate(current_iter)` (MultiStepLR stepped when
-    current_iter > 1) before `optimize_parameters`, current_iter = 1, 2, ...: the LR iteration k runs at."""
-    torch = pytest.importorskip("torch")
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base_lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma)
-    rates = []
-    for current_iter in range(1, iterations + 1):
-        if current_iter > 1:
-            with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": no step here
-                warnings.simplefilter("ignore", UserWarning)
-                scheduler.step()
-        rates.append(optimizer.param_groups[0]["lr"])
-    return rates
+    torch_oracles = pytest.importorskip("tests.torch_oracles")
+    return torch_oracles.basicsr_learning_rates(base_lr, milestones, gamma, iterations)
 
 
 def test_learning_rate_schedule_matches_basicsr_multistep():
@@ -170,6 +158,7 @@ def test_learning_rate_schedule_matches_basicsr_multistep():
         load_pipeline("realesrnet_x4plus", ["optimizer.milestones=[0]"])
 
 
+@pytest.mark.slow
 def test_learning_rate_follows_the_training_step_when_mixed_float16_skips_updates(tmp_path):
     """mixed_float16: a non-finite gradient (NaN in the LQ of iteration 2) makes both LossScaleOptimizers
     skip their update, so their `iterations` fall one behind. BasicSR steps its scheduler once per
@@ -331,6 +320,7 @@ def test_build_run_pools_sharpened_gt_in_stage1_only(tmp_path):
         assert build_run(config, str(tmp_path / stage)).trainer.pool_sharpened_gt is expected
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_continues_bit_for_bit(tmp_path):
     """3 steps, save, 3 more -> final. Restore (state == saved, step 3), replay the 3 batches -> final."""
     batches = [_synthetic_batch(i) for i in range(6)]
@@ -356,6 +346,26 @@ def test_checkpoint_resume_continues_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+def test_checkpoint_holds_every_replica_pool_and_refuses_a_single_pool_one(tmp_path):
+    """The pool is saved as [replicas, ...] (here 1 replica); a checkpoint of the former layout
+    (the pool's own per-replica variables, replica 0's only) is a one-line CheckpointError."""
+    from real_esrgan_tf.training.checkpoints import CheckpointError
+
+    trainer = _tiny_trainer(pool=TrainingPairPool(4, (8, 8, 3), (32, 32, 3), 2), degrader=_area_degrader)
+    tf.function(trainer.train_step)(_synthetic_batch(0))
+    path = TrainingCheckpoint(trainer, str(tmp_path / "new")).save()
+    reader = tf.train.load_checkpoint(path)
+    np.testing.assert_array_equal(reader.get_tensor("pool/pointer/.ATTRIBUTES/VARIABLE_VALUE"), [2])
+    queue = reader.get_tensor("pool/queue_gt/.ATTRIBUTES/VARIABLE_VALUE")
+    np.testing.assert_array_equal(queue[0], trainer.pool.queue_gt.numpy())
+
+    old = tf.train.Checkpoint(generator=trainer.generator, step=trainer.step, pool=trainer.pool)
+    tf.train.CheckpointManager(old, str(tmp_path / "old" / "checkpoints"), 1).save()
+    with pytest.raises(CheckpointError, match="holds one training-pair pool"):
+        TrainingCheckpoint(trainer, str(tmp_path / "old")).restore_latest()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_steps_are_finite_with_float32_weights(precision, jit_compile, tmp_path):
@@ -390,10 +400,10 @@ def test_discriminator_starts_from_an_official_netd_pth(tmp_path):
     """finetune recipes: D from RealESRGAN_x4plus_netD.pth ({"params": torch spectral-norm state})."""
     torch = pytest.importorskip("torch")
     from real_esrgan_tf.weights import InitError
-    from tests.test_discriminator import _TorchUNetD
+    from tests.torch_oracles import UNetDiscriminatorSN
 
     torch.manual_seed(0)
-    tnet = _TorchUNetD(8).train()
+    tnet = UNetDiscriminatorSN(8).train()
     x = np.random.default_rng(0).uniform(size=(2, 3, 32, 24)).astype("float32")
     tnet(torch.from_numpy(x))  # one power iteration: u, v are no longer their initial values
     path = str(tmp_path / "netD.pth")
@@ -444,6 +454,7 @@ def smoke(tmp_path_factory, photos):
     )
 
 
+@pytest.mark.slow
 def test_full_train_step_compiles_with_xla_and_has_gpu_kernels(smoke):
     assert ops_without_gpu_kernel(smoke.concrete) == set()
     # Lowering to XLA HLO is what jit_compile=True does before code generation: it fails on any op
@@ -454,6 +465,7 @@ def test_full_train_step_compiles_with_xla_and_has_gpu_kernels(smoke):
     assert "ENTRY" in hlo
 
 
+@pytest.mark.slow
 def test_smoke_recipe_lowers_l1_on_a_fixed_degraded_validation_set(smoke):
     trainer = smoke.run.trainer
     gt = tf.constant(smoke.crops[::3])  # 6 fixed crops

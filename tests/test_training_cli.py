@@ -4,8 +4,10 @@ Stage 1 (generator only) on paired shards keeps the subprocess short; the full s
 real degradation and the pool is covered in test_training.py (including bit-exact resume).
 """
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -74,6 +76,7 @@ def _digest(array):
     return array.shape, hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_at_its_last_checkpoint_with_identical_weights(paired_shards, tmp_path):
     model_dir = str(tmp_path / "run")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -178,6 +181,7 @@ def _summary_values(model_dir, tag):
     return values
 
 
+@pytest.mark.slow
 def test_logged_learning_rate_is_the_one_the_step_used_across_a_resume(paired_shards, tmp_path):
     """BasicSR logs `lrs` after `optimize_parameters`, so iteration k logs the rate it ran at. Milestone 2:
     iterations 1 and 2 run (and log) lr, 3 and 4 lr * gamma, here with the run stopped after 2
@@ -199,6 +203,7 @@ def test_logged_learning_rate_is_the_one_the_step_used_across_a_resume(paired_sh
     assert float(run.trainer.g_optimizer.learning_rate) == pytest.approx(lr * 0.5, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_image_summaries_follow_image_every_steps_without_validation(paired_shards, tmp_path):
     """LQ | SR | GT strips every `image_every_steps` even with no validation set (a fixed batch)."""
     model_dir = str(tmp_path / "run")
@@ -245,6 +250,7 @@ def test_resuming_a_run_folder_of_another_stage_is_one_line_error(tmp_path, caps
     assert "use another --model_dir" in err[0]
 
 
+@pytest.mark.slow
 def test_only_the_chief_validates(paired_shards, tmp_path, monkeypatch):
     """Validation runs the EMA generator over the whole validation set: non-chief workers skip it."""
     from real_esrgan_tf.training import loop
@@ -264,3 +270,80 @@ def test_only_the_chief_validates(paired_shards, tmp_path, monkeypatch):
     recorded = os.path.join(tmp_path, "chief_True", "config.toml")
     assert load_pipeline(recorded) == run.config
     assert not os.path.exists(os.path.join(tmp_path, "chief_False", "config.toml"))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_at_the_current_step_and_a_rerun_resumes_there(paired_shards, tmp_path):
+    """A cluster preempting the job sends SIGTERM: the run stops after the step it is in, writes a
+    checkpoint of that step (between the periodic ones, every 1000 here), exits 143 within seconds,
+    and the same command goes on from that step."""
+    from real_esrgan_tf.cli import main as cli
+
+    model_dir = str(tmp_path / "run")
+    extra = ["--set", "checkpoint.every_steps=1000"]
+    proc = subprocess.Popen(
+        _train_command(paired_shards, model_dir, *extra),
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    try:
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:  # progress lines "step N/100000 (...)" once per step
+            lines.append(line.rstrip())
+            if line.startswith("step 3/") or time.monotonic() > deadline:
+                break
+        assert proc.poll() is None, "\n".join(lines[-30:])
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        out, _ = proc.communicate(timeout=120)
+        stop_seconds = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines += out.splitlines()
+    assert proc.returncode == 143, "\n".join(lines[-30:])
+    assert stop_seconds < 60, stop_seconds
+    stopped = [line for line in lines if "stopped on request" in line]
+    assert len(stopped) == 1, lines[-30:]
+    step = int(stopped[0].split(":")[0].split()[1])
+    assert step >= 3
+    assert any(line.startswith(f"step {step}/") for line in lines)  # the last step it ran
+    assert "SIGTERM: stopping after the current step" in out
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+    assert [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths] == [step]
+    assert not os.path.exists(os.path.join(model_dir, EMA_EXPORT_NAME))  # the run has not finished
+
+    # the same command, here for one more step, starts from the step it reached
+    argv = _train_command(paired_shards, model_dir, *extra, "--max_steps", "1")[3:]
+    with contextlib.redirect_stdout(io.StringIO()) as captured:
+        assert cli.main(["real-esrgan-tf", *argv]) == 0
+    buffer = captured.getvalue().splitlines()
+    assert f"smoke_cpu: 1 replica(s), start at step {step}" in buffer, buffer
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert int(latest.rsplit("-", 1)[1]) == step + 1
+
+
+def test_should_stop_ends_after_the_current_step_with_a_checkpoint_and_no_export(paired_shards, tmp_path):
+    """`train(should_stop=...)` is polled before each step: true at the third poll -> 2 steps run."""
+    model_dir = str(tmp_path / "run")
+    run = build_run(load_pipeline("smoke_cpu", [*OVERRIDES, "checkpoint.every_steps=1000"]), model_dir)
+    polls = iter([False, False, True])
+    lines = []
+    assert train(run, paired_shards, model_dir, print_fn=lines.append, should_stop=lambda: next(polls)) == 2
+    assert lines[-1] == "step 2: stopped on request; checkpoint of step 2 written, rerun to resume"
+    assert run.checkpoint.latest.endswith("ckpt-2") and int(run.trainer.step.numpy()) == 2
+    assert not os.path.exists(os.path.join(model_dir, EMA_EXPORT_NAME))
+
+
+def test_should_stop_before_the_first_step_saves_nothing(paired_shards, tmp_path):
+    model_dir = str(tmp_path / "run")
+    run = build_run(load_pipeline("smoke_cpu", OVERRIDES), model_dir)
+    lines = []
+    assert train(run, paired_shards, model_dir, print_fn=lines.append, should_stop=lambda: True) == 0
+    assert lines == ["step 0: stopped on request before the first step of this run"]
+    assert run.checkpoint.latest is None

@@ -85,6 +85,7 @@ def result():
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+@pytest.mark.slow
 def test_two_replicas_give_the_weights_of_one_replica_on_the_global_batch(result):
     assert result["replicas"] == 2
     assert result["steps"] == [2, 2]

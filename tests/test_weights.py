@@ -24,6 +24,11 @@ from real_esrgan_tf.weights import (
 from real_esrgan_tf.weights import loader as weights_loader
 from real_esrgan_tf.weights.ncnn_format import parse_param
 
+try:
+    from tests import torch_oracles as oracles
+except ImportError:  # no torch: the .pth tests skip themselves (pytest.importorskip)
+    oracles = None
+
 
 def _psnr(a, b):
     return 10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
@@ -63,8 +68,9 @@ def _ncnn_forward(param_path, bin_path, image_hwc):
     "name, photo, size",
     [
         ("realesr-animevideov3", "coffee", 64),
-        ("RealESRGAN_x4plus_anime_6B", "chelsea", 48),
-        ("realesrgan-x4plus", "astronaut", 32),  # 32 px: the 23-block net stays fast on 2 cores
+        pytest.param("RealESRGAN_x4plus_anime_6B", "chelsea", 48, marks=pytest.mark.slow),
+        # 32 px: the 23-block net stays fast on 2 cores
+        pytest.param("realesrgan-x4plus", "astronaut", 32, marks=pytest.mark.slow),
     ],
 )
 def test_pretrained_equals_ncnn_runtime(name, photo, size, photos, cache_dir):
@@ -150,98 +156,7 @@ def test_graph_mismatch_is_detected(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# PyTorch .pth checkpoints against a torch forward pass written here
-
-
-def _rand_state(torch, shapes, seed):
-    """Random weights of PyTorch's default scale; PReLU slopes (1-D `.weight`) around 0.25."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        u = torch.rand(shape, generator=g) * 2 - 1
-        if len(shape) == 4:
-            state[key] = u / np.sqrt(np.prod(shape[1:]))
-        elif key.endswith(".weight"):
-            state[key] = 0.25 + 0.1 * u
-        else:
-            state[key] = 0.1 * u
-    return state
-
-
-def _rrdb_state(torch, scale, num_feat, num_block, grow, seed):
-    in_ch = 3 * (4 // scale) ** 2
-    shapes = {"conv_first.weight": (num_feat, in_ch, 3, 3), "conv_first.bias": (num_feat,)}
-    for b in range(num_block):
-        for r in range(1, 4):
-            for k in range(1, 6):
-                out = grow if k < 5 else num_feat
-                shapes[f"body.{b}.rdb{r}.conv{k}.weight"] = (out, num_feat + (k - 1) * grow, 3, 3)
-                shapes[f"body.{b}.rdb{r}.conv{k}.bias"] = (out,)
-    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
-        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (num_feat, num_feat, 3, 3), (num_feat,)
-    shapes["conv_last.weight"], shapes["conv_last.bias"] = (3, num_feat, 3, 3), (3,)
-    return _rand_state(torch, shapes, seed)
-
-
-def _torch_rrdbnet(torch, sd, x, scale, num_block):
-    F = torch.nn.functional
-
-    def conv(name, t):
-        return F.conv2d(t, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=1)
-
-    def lrelu(t):
-        return F.leaky_relu(t, 0.2)
-
-    if scale < 4:
-        x = F.pixel_unshuffle(x, 4 // scale)
-    feat = conv("conv_first", x)
-    body = feat
-    for b in range(num_block):
-        rrdb_in = body
-        for r in range(1, 4):
-            dense = [body]
-            for k in range(1, 5):
-                dense.append(lrelu(conv(f"body.{b}.rdb{r}.conv{k}", torch.cat(dense, 1))))
-            body = conv(f"body.{b}.rdb{r}.conv5", torch.cat(dense, 1)) * 0.2 + dense[0]
-        body = body * 0.2 + rrdb_in
-    feat = feat + conv("conv_body", body)
-    feat = lrelu(conv("conv_up1", F.interpolate(feat, scale_factor=2, mode="nearest")))
-    feat = lrelu(conv("conv_up2", F.interpolate(feat, scale_factor=2, mode="nearest")))
-    return conv("conv_last", lrelu(conv("conv_hr", feat)))
-
-
-def _srvgg_state(torch, num_feat, num_conv, upscale, seed, prelu=True):
-    """Official SRVGGNetCompact keys; act 'relu' / 'leakyrelu' (prelu=False) have no activation weights."""
-    shapes = {"body.0.weight": (num_feat, 3, 3, 3), "body.0.bias": (num_feat,), "body.1.weight": (num_feat,)}
-    for i in range(num_conv):
-        shapes[f"body.{2 * i + 2}.weight"], shapes[f"body.{2 * i + 2}.bias"] = (
-            (num_feat, num_feat, 3, 3),
-            (num_feat,),
-        )
-        shapes[f"body.{2 * i + 3}.weight"] = (num_feat,)
-    last = 2 * num_conv + 2
-    shapes[f"body.{last}.weight"], shapes[f"body.{last}.bias"] = (
-        (3 * upscale**2, num_feat, 3, 3),
-        (3 * upscale**2,),
-    )
-    if not prelu:
-        shapes = {k: v for k, v in shapes.items() if len(v) != 1 or k.endswith(".bias")}
-    return _rand_state(torch, shapes, seed)
-
-
-def _torch_srvgg(torch, sd, x, num_conv, upscale, act="prelu"):
-    """Official SRVGGNetCompact.forward: PReLU(num_feat), ReLU, or LeakyReLU(negative_slope=0.1)."""
-    F = torch.nn.functional
-    out = x
-    for i in range(num_conv + 1):
-        out = F.conv2d(out, sd[f"body.{2 * i}.weight"], sd[f"body.{2 * i}.bias"], padding=1)
-        if act == "prelu":
-            out = F.prelu(out, sd[f"body.{2 * i + 1}.weight"])
-        else:
-            out = F.relu(out) if act == "relu" else F.leaky_relu(out, 0.1)
-    last = 2 * num_conv + 2
-    out = F.conv2d(out, sd[f"body.{last}.weight"], sd[f"body.{last}.bias"], padding=1)
-    return F.pixel_shuffle(out, upscale) + F.interpolate(x, scale_factor=upscale, mode="nearest")
+# PyTorch .pth checkpoints against the official forward passes (tests/torch_oracles.py)
 
 
 def _reference(torch, reference_fn, image):
@@ -262,7 +177,7 @@ def _compare(torch, model, reference_fn, image):
 def test_pth_rrdbnet_round_trip(scale, tmp_path, photos):
     torch = pytest.importorskip("torch")
     num_feat, num_block, grow = 12, 2, 8
-    sd = _rrdb_state(torch, scale, num_feat, num_block, grow, seed=scale)
+    sd = oracles.rrdbnet_state(scale, num_feat, num_block, grow, seed=scale)
     decoy = {k: torch.zeros_like(v) for k, v in sd.items()}
     path = tmp_path / f"RealESRGAN_x{scale}.pth"
     torch.save({"params": decoy, "params_ema": sd}, path)  # params_ema wins over params
@@ -275,14 +190,14 @@ def test_pth_rrdbnet_round_trip(scale, tmp_path, photos):
         grow,
     )
     image = photos["astronaut"][200:224, 180:204].astype(np.float32) / 255.0
-    _compare(torch, model, lambda x: _torch_rrdbnet(torch, sd, x, scale, num_block), image)
+    _compare(torch, model, lambda x: oracles.rrdbnet(sd, x, scale, num_block), image)
 
 
 @pytest.mark.parametrize("upscale, wrap", [(4, "params_ema"), (2, "params"), (3, None)])
 def test_pth_srvgg_round_trip(upscale, wrap, tmp_path, photos):
     torch = pytest.importorskip("torch")
     num_feat, num_conv = 16, 3
-    sd = _srvgg_state(torch, num_feat, num_conv, upscale, seed=10 + upscale)
+    sd = oracles.srvgg_state(num_feat, num_conv, upscale, seed=10 + upscale)
     path = tmp_path / "realesr-general.pth"
     torch.save({wrap: sd} if wrap else sd, path)
     model = load_generator(path, cache_dir=tmp_path / "cache")
@@ -294,7 +209,7 @@ def test_pth_srvgg_round_trip(upscale, wrap, tmp_path, photos):
         "prelu",
     )
     image = photos["coffee"][50:70, 60:80].astype(np.float32) / 255.0
-    _compare(torch, model, lambda x: _torch_srvgg(torch, sd, x, num_conv, upscale), image)
+    _compare(torch, model, lambda x: oracles.srvgg(sd, x, num_conv, upscale), image)
 
 
 # Official release layouts (key wrapper, architecture): x4plus / RealESRNet_x4plus / x2plus use
@@ -317,11 +232,11 @@ def test_official_pth_layouts_load_without_torch(name, tmp_path, photos, monkeyp
     wrap, arch, scale = OFFICIAL_LAYOUTS[name]
     image = photos["astronaut"][200:224, 180:204].astype(np.float32) / 255.0
     if arch == "rrdb":
-        sd = _rrdb_state(torch, scale, 12, 2, 8, seed=len(name))
-        reference = _reference(torch, lambda x: _torch_rrdbnet(torch, sd, x, scale, 2), image)
+        sd = oracles.rrdbnet_state(scale, 12, 2, 8, seed=len(name))
+        reference = _reference(torch, lambda x: oracles.rrdbnet(sd, x, scale, 2), image)
     else:
-        sd = _srvgg_state(torch, 16, 3, scale, seed=len(name))
-        reference = _reference(torch, lambda x: _torch_srvgg(torch, sd, x, 3, scale), image)
+        sd = oracles.srvgg_state(16, 3, scale, seed=len(name))
+        reference = _reference(torch, lambda x: oracles.srvgg(sd, x, 3, scale), image)
     path = tmp_path / f"{name}.pth"
     torch.save({wrap: sd}, path)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
@@ -356,7 +271,7 @@ def test_pth_srvgg_without_prelu_needs_act(act, tmp_path, photos, capsys):
     loaded with it, and each activation is its own cache entry."""
     torch = pytest.importorskip("torch")
     num_feat, num_conv, upscale = 12, 2, 4
-    sd = _srvgg_state(torch, num_feat, num_conv, upscale, seed=30, prelu=False)
+    sd = oracles.srvgg_state(num_feat, num_conv, upscale, seed=30, prelu=False)
     assert not any(v.ndim == 1 and k.endswith(".weight") for k, v in sd.items())
     path = tmp_path / "my-compact.pth"
     torch.save({"params_ema": sd}, path)
@@ -373,14 +288,14 @@ def test_pth_srvgg_without_prelu_needs_act(act, tmp_path, photos, capsys):
         assert isinstance(model, SRVGGNetCompact)
         assert (model.upscale, model.num_conv, model.num_feat) == (upscale, num_conv, num_feat)
         assert model.act == act
-        _compare(torch, model, lambda x: _torch_srvgg(torch, sd, x, num_conv, upscale, act), image)
+        _compare(torch, model, lambda x: oracles.srvgg(sd, x, num_conv, upscale, act), image)
     other = "leakyrelu" if act == "relu" else "relu"
     assert load_generator(path, cache_dir=cache, act=other).act == other  # not the cached `act` model
     # the two differ on these weights: the test would notice a wrong activation
     with torch.no_grad():
         x = torch.from_numpy(image.transpose(2, 0, 1).copy())[None]
-        diff = _torch_srvgg(torch, sd, x, num_conv, upscale, "relu") - _torch_srvgg(
-            torch, sd, x, num_conv, upscale, "leakyrelu")
+        diff = oracles.srvgg(sd, x, num_conv, upscale, "relu") - oracles.srvgg(
+            sd, x, num_conv, upscale, "leakyrelu")
     assert diff.abs().max() > 1e-3
     # through `upscale --act`
     from real_esrgan_tf.cli.main import main
@@ -399,12 +314,12 @@ def test_pth_srvgg_without_prelu_needs_act(act, tmp_path, photos, capsys):
 def test_act_that_does_not_fit_the_weights(tmp_path):
     torch = pytest.importorskip("torch")
     path = tmp_path / "prelu.pth"
-    torch.save(_srvgg_state(torch, 8, 1, 2, seed=31), path)
+    torch.save(oracles.srvgg_state(8, 1, 2, seed=31), path)
     assert load_generator(path, cache_dir=tmp_path / "cache", act="prelu").act == "prelu"
     with pytest.raises(WeightsError, match=r"prelu\.pth: act 'relu' does not apply, this SRVGGNetCompact "):
         load_generator(path, cache_dir=tmp_path / "cache", act="relu")
     rrdb = tmp_path / "rrdb.pth"
-    torch.save(_rrdb_state(torch, 4, 8, 1, 4, seed=32), rrdb)
+    torch.save(oracles.rrdbnet_state(4, 8, 1, 4, seed=32), rrdb)
     with pytest.raises(WeightsError, match=r"rrdb\.pth: act 'leakyrelu' does not apply, an RRDBNet"):
         load_generator(rrdb, cache_dir=tmp_path / "cache", act="leakyrelu")
     h5 = tmp_path / "compact.weights.h5"
@@ -423,7 +338,7 @@ def test_pth_errors(tmp_path, monkeypatch):
     torch.save({"params_ema": {"encoder.weight": torch.zeros(4, 3, 3, 3)}}, path)
     with pytest.raises(WeightsError, match=r"odd\.pth: unrecognised state dict \(keys encoder\.weight"):
         load_generator(path, cache_dir=tmp_path / "cache")
-    sd = _srvgg_state(torch, 8, 1, 2, seed=0)
+    sd = oracles.srvgg_state(8, 1, 2, seed=0)
     sd["body.9.extra"] = torch.zeros(1)
     torch.save(sd, path)
     with pytest.raises(WeightsError, match=r"keys not used by SRVGGNetCompact: body\.9\.extra"):
@@ -431,7 +346,7 @@ def test_pth_errors(tmp_path, monkeypatch):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match=r"odd\.pth: not a PyTorch checkpoint"):
         load_generator(path, cache_dir=tmp_path / "cache")
-    torch.save({"params": _srvgg_state(torch, 8, 1, 2, seed=0)}, path)
+    torch.save({"params": oracles.srvgg_state(8, 1, 2, seed=0)}, path)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     assert load_generator(path, cache_dir=tmp_path / "other-cache").count_params() > 0  # no torch needed
 
@@ -482,7 +397,7 @@ def test_cache_hit_miss_change_and_corruption(tmp_path, monkeypatch, caplog):
     torch = pytest.importorskip("torch")
     cache = tmp_path / "cache"
     path = tmp_path / "g.pth"
-    torch.save({"params_ema": _srvgg_state(torch, 8, 1, 2, seed=1)}, path)
+    torch.save({"params_ema": oracles.srvgg_state(8, 1, 2, seed=1)}, path)
     conversions = []
     real_convert = weights_loader.generator_from_pth
     monkeypatch.setattr(
@@ -497,7 +412,7 @@ def test_cache_hit_miss_change_and_corruption(tmp_path, monkeypatch, caplog):
     for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
-    torch.save({"params_ema": _srvgg_state(torch, 8, 1, 2, seed=2)}, path)  # same name, new content
+    torch.save({"params_ema": oracles.srvgg_state(8, 1, 2, seed=2)}, path)  # same name, new content
     changed = load_generator(path, cache_dir=cache)
     assert len(conversions) == 2 and len(list(cache.glob("*.weights.h5"))) == 2
     assert not np.array_equal(changed.get_weights()[0], first.get_weights()[0])
@@ -541,7 +456,7 @@ def test_unknown_name_lists_valid_names():
 def test_unwritable_cache_still_loads(tmp_path, caplog):
     torch = pytest.importorskip("torch")
     path = tmp_path / "g.pth"
-    torch.save(_srvgg_state(torch, 8, 1, 2, seed=3), path)
+    torch.save(oracles.srvgg_state(8, 1, 2, seed=3), path)
     not_a_folder = tmp_path / "file"
     not_a_folder.write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="real_esrgan_tf.weights"):

@@ -1,13 +1,19 @@
-"""`real-esrgan-tf prepare`: image folders -> PNG sub-image crops in TFRecord shards + manifest.json."""
+"""`real-esrgan-tf prepare`: image folders -> PNG sub-image crops in TFRecord shards + manifest.json.
+
+Ctrl-C or SIGTERM: the finished shards are kept, the worker processes are stopped, exit code 130 / 143
+(the same command resumes).
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
 from absl import flags, logging
 
+from real_esrgan_tf.cli.signals import Terminated, exit_code, signal_name, sigterm_as_interrupt
 from real_esrgan_tf.data.plan import DEFAULT_CROPS_PER_SHARD, PrepareConfig, PrepareError
 from real_esrgan_tf.data.records import MANIFEST_NAME
 
@@ -82,22 +88,25 @@ def run(fv: flags.FlagValues) -> int:
     )
     start = time.time()
     try:
-        manifest = prepare(
-            config,
-            fv.output,
-            workers=fv.workers,
-            overwrite=fv.overwrite,
-            pause_after_shard=fv.pause_after_shard,
-        )
+        with sigterm_as_interrupt():
+            manifest = prepare(
+                config,
+                fv.output,
+                workers=fv.workers,
+                overwrite=fv.overwrite,
+                pause_after_shard=fv.pause_after_shard,
+            )
     except PrepareError as e:
         print(f"real-esrgan-tf prepare: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (a cluster stopping the job): Terminated
+        signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
         print(
-            "real-esrgan-tf prepare: interrupted; finished shards are kept: rerun the same command to resume",
+            f"real-esrgan-tf prepare: interrupted ({signal_name(signum)}); finished shards are kept: "
+            "rerun the same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return exit_code(signum)
     for s in manifest["skipped"]:
         logging.warning("skipped %s: %s", s["path"], s["reason"])
     logging.info(

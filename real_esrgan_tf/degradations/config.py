@@ -175,6 +175,13 @@ class DegradationConfig:
     stage2: NoiseResizeConfig = dataclasses.field(default_factory=_second_noise)
     second_blur_prob: float = 0.8
     final_sinc_prob: float = 0.8
+    # Ablation switches of the paper's ablation study (Wang et al. 2021); defaults = the official recipe.
+    # second_order=False: the first stage (blur, resize, noise, JPEG) goes straight to the final stage
+    # (resize to H/scale, sinc, JPEG); the second blur, resize and noise are skipped.
+    second_order: bool = True
+    # sinc=False: no sinc filter anywhere, i.e. blur1/blur2 never pick the sinc kernel (sinc_prob is
+    # ignored) and the final sinc is the identity (final_sinc_prob is ignored).
+    sinc: bool = True
     # USM sharpening of the GT (BasicSR USMSharp: 51x51 Gaussian with sigma 8 = OpenCV's default for 51).
     usm_kernel_size: int = 51
     usm_sigma: float = 8.0

@@ -128,11 +128,14 @@ _BLUR_DRAWS = 9  # uniforms used per blur kernel
 _FINAL_DRAWS = 3
 
 
-def _blur_kernel(cfg: BlurConfig, u: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-    """One stage's blur kernel from 9 uniforms per sample ([B, 9] -> [B, 21, 21], parameters)."""
+def _blur_kernel(cfg: BlurConfig, u: tf.Tensor, sinc: bool = True) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """One stage's blur kernel from 9 uniforms per sample ([B, 9] -> [B, 21, 21], parameters).
+
+    sinc=False (the no-sinc ablation) never picks the sinc kernel; every other draw is unchanged.
+    """
     size = _pick(u[:, 0], cfg.kernel_sizes)
     kind = categorical(u[:, 1], cfg.kernel_mix.as_tuple())
-    use_sinc = u[:, 2] < cfg.sinc_prob
+    use_sinc = u[:, 2] < (cfg.sinc_prob if sinc else 0.0)
     omega_c = tf.where(size < 13, _between(u[:, 3], math.pi / 3, math.pi),
                        _between(u[:, 3], math.pi / 5, math.pi))
     anisotropic = (kind == int(KernelType.ANISO)) | (kind == int(KernelType.GENERALIZED_ANISO)) | (
@@ -163,14 +166,15 @@ def sample_kernels(config: DegradationConfig, seed, batch_size: int | None = Non
     seed: int32/int64 tensor [2] (as `tf.random.stateless_*` take). Returns
     {"kernel1", "kernel2", "sinc_kernel"}, each [21, 21] float32, or [B, 21, 21] with batch_size;
     with return_params also a dict of the drawn parameters ([B] or scalars), for previews and tests.
-    Usable inside `tf.data.map` and under `tf.function(jit_compile=True)`.
+    Usable inside `tf.data.map` and under `tf.function(jit_compile=True)`. With `config.sinc` off
+    (ablation) no kernel is a sinc and the final "sinc" is the identity pulse, from the same draws.
     """
     batch = 1 if batch_size is None else batch_size
     u = tf.random.stateless_uniform([batch, 2 * _BLUR_DRAWS + _FINAL_DRAWS], seed=seed, dtype=tf.float32)
-    kernel1, params1 = _blur_kernel(config.blur1, u[:, :_BLUR_DRAWS])
-    kernel2, params2 = _blur_kernel(config.blur2, u[:, _BLUR_DRAWS:2 * _BLUR_DRAWS])
+    kernel1, params1 = _blur_kernel(config.blur1, u[:, :_BLUR_DRAWS], config.sinc)
+    kernel2, params2 = _blur_kernel(config.blur2, u[:, _BLUR_DRAWS:2 * _BLUR_DRAWS], config.sinc)
     f = u[:, 2 * _BLUR_DRAWS:]
-    use_final = f[:, 0] < config.final_sinc_prob
+    use_final = f[:, 0] < (config.final_sinc_prob if config.sinc else 0.0)
     final_size = _pick(f[:, 1], config.blur2.kernel_sizes)
     final_omega = _between(f[:, 2], math.pi / 3, math.pi)
     final = tf.where(use_final[:, None, None], sinc_kernel(final_omega, final_size), identity_pulse(batch))

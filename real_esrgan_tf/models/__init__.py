@@ -4,6 +4,7 @@ from real_esrgan_tf.models.layers import BilinearUpsample2x, PixelShuffle, Pixel
 from real_esrgan_tf.models.rrdbnet import RRDBNet
 from real_esrgan_tf.models.srvgg import SRVGGNetCompact
 from real_esrgan_tf.models.unet_discriminator import UNetDiscriminatorSN as UNetDiscriminatorSN
+from real_esrgan_tf.models.vgg_discriminator import VGGStyleDiscriminator as VGGStyleDiscriminator
 
 __all__ = [
     "BilinearUpsample2x",

@@ -44,13 +44,11 @@ def _l2_normalize(x, eps):
 
 
 @keras.saving.register_keras_serializable(package="real_esrgan_tf")
-class SpectralNormConv2D(keras.layers.Layer):
-    """Conv2D (symmetric zero padding like PyTorch's `padding=p`) with PyTorch-style spectral norm.
+class PaddedConv2D(keras.layers.Layer):
+    """Conv2D with symmetric zero padding like PyTorch's `Conv2d(padding=p)` and its default init.
 
-    Kernel (k, k, Cin, Cout) viewed as the matrix M = reshape(kernel, (k*k*Cin, Cout)) = W^T, where
-    W is PyTorch's (Cout, Cin*k*k) weight matrix up to a permutation of its columns (which does not
-    change sigma). u: (Cout,), v: (k*k*Cin,). The power iteration and sigma run in float32 whatever
-    the dtype policy (autocast off); only the normalised kernel is cast to the compute dtype.
+    The plain (no spectral norm) convs of the U-Net discriminator ablation; `SpectralNormConv2D`
+    divides the same kernel by its largest singular value.
     """
 
     def __init__(
@@ -60,63 +58,32 @@ class SpectralNormConv2D(keras.layers.Layer):
         strides: int = 1,
         padding: int = 1,
         use_bias: bool = False,
-        power_iterations: int = 1,
-        eps: float = 1e-12,
         **kwargs,
     ):
-        super().__init__(autocast=False, **kwargs)
+        super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = int(kernel_size)
         self.strides = int(strides)
         self.padding = int(padding)
         self.use_bias = bool(use_bias)
-        self.power_iterations = int(power_iterations)
-        self.eps = float(eps)
 
     def build(self, input_shape):
-        cin = int(input_shape[-1])
         k = self.kernel_size
         self.kernel = self.add_weight(
-            name="kernel", shape=(k, k, cin, self.filters), initializer=_torch_default_initializer()
+            name="kernel",
+            shape=(k, k, int(input_shape[-1]), self.filters),
+            initializer=_torch_default_initializer(),
         )
         self.bias = None
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
-        # "mean" aggregation lets replicas assign in replica context; they all compute the same value.
-        self.sn_u = self.add_weight(
-            name="sn_u",
-            shape=(self.filters,),
-            initializer=UnitNormal(self.eps),
-            trainable=False,
-            aggregation="mean",
-        )
-        self.sn_v = self.add_weight(
-            name="sn_v",
-            shape=(k * k * cin,),
-            initializer=UnitNormal(self.eps),
-            trainable=False,
-            aggregation="mean",
-        )
 
-    def normalized_kernel(self, training=False):
-        """kernel / sigma; in training first refines (u, v) and stores them."""
-        kernel = tf.convert_to_tensor(self.kernel.value)
-        matrix = tf.reshape(kernel, (-1, self.filters))  # (k*k*Cin, Cout) = W^T
-        u = tf.convert_to_tensor(self.sn_u.value)
-        v = tf.convert_to_tensor(self.sn_v.value)
-        if training:
-            for _ in range(self.power_iterations):
-                v = _l2_normalize(tf.linalg.matvec(matrix, u), self.eps)  # W^T u
-                u = _l2_normalize(tf.linalg.matvec(matrix, v, transpose_a=True), self.eps)  # W v
-            u = tf.stop_gradient(u)
-            v = tf.stop_gradient(v)
-            self.sn_u.assign(u)
-            self.sn_v.assign(v)
-        sigma = tf.tensordot(u, tf.linalg.matvec(matrix, v, transpose_a=True), 1)  # u^T W v
-        return kernel / sigma
+    def effective_kernel(self, training=False):
+        """The kernel the convolution uses (here the variable itself)."""
+        return self.kernel.value
 
     def call(self, x, training=False):
-        kernel = tf.cast(self.normalized_kernel(training=training), self.compute_dtype)
+        kernel = tf.cast(self.effective_kernel(training=training), self.compute_dtype)
         x = tf.cast(x, self.compute_dtype)
         p = self.padding
         if p:
@@ -142,9 +109,71 @@ class SpectralNormConv2D(keras.layers.Layer):
             "strides": self.strides,
             "padding": self.padding,
             "use_bias": self.use_bias,
-            "power_iterations": self.power_iterations,
-            "eps": self.eps,
         }
+
+
+@keras.saving.register_keras_serializable(package="real_esrgan_tf")
+class SpectralNormConv2D(PaddedConv2D):
+    """`PaddedConv2D` with PyTorch-style spectral norm.
+
+    Kernel (k, k, Cin, Cout) viewed as the matrix M = reshape(kernel, (k*k*Cin, Cout)) = W^T, where
+    W is PyTorch's (Cout, Cin*k*k) weight matrix up to a permutation of its columns (which does not
+    change sigma). u: (Cout,), v: (k*k*Cin,). The power iteration and sigma run in float32 whatever
+    the dtype policy (autocast off); only the normalised kernel is cast to the compute dtype.
+    """
+
+    def __init__(
+        self, filters: int, kernel_size: int, power_iterations: int = 1, eps: float = 1e-12, **kwargs
+    ):
+        kwargs["autocast"] = False
+        super().__init__(filters, kernel_size, **kwargs)
+        self.power_iterations = int(power_iterations)
+        self.eps = float(eps)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        cin = int(input_shape[-1])
+        k = self.kernel_size
+        # "mean" aggregation lets replicas assign in replica context; they all compute the same value.
+        self.sn_u = self.add_weight(
+            name="sn_u",
+            shape=(self.filters,),
+            initializer=UnitNormal(self.eps),
+            trainable=False,
+            aggregation="mean",
+        )
+        self.sn_v = self.add_weight(
+            name="sn_v",
+            shape=(k * k * cin,),
+            initializer=UnitNormal(self.eps),
+            trainable=False,
+            aggregation="mean",
+        )
+
+    def effective_kernel(self, training=False):
+        return self.normalized_kernel(training=training)
+
+    def normalized_kernel(self, training=False):
+        """kernel / sigma; in training first refines (u, v) and stores them."""
+        kernel = tf.convert_to_tensor(self.kernel.value)
+        matrix = tf.reshape(kernel, (-1, self.filters))  # (k*k*Cin, Cout) = W^T
+        u = tf.convert_to_tensor(self.sn_u.value)
+        v = tf.convert_to_tensor(self.sn_v.value)
+        if training:
+            for _ in range(self.power_iterations):
+                v = _l2_normalize(tf.linalg.matvec(matrix, u), self.eps)  # W^T u
+                u = _l2_normalize(tf.linalg.matvec(matrix, v, transpose_a=True), self.eps)  # W v
+            u = tf.stop_gradient(u)
+            v = tf.stop_gradient(v)
+            self.sn_u.assign(u)
+            self.sn_v.assign(v)
+        sigma = tf.tensordot(u, tf.linalg.matvec(matrix, v, transpose_a=True), 1)  # u^T W v
+        return kernel / sigma
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("autocast", None)
+        return {**config, "power_iterations": self.power_iterations, "eps": self.eps}
 
 
 @keras.saving.register_keras_serializable(package="real_esrgan_tf")
@@ -153,12 +182,20 @@ class UNetDiscriminatorSN(keras.Model):
 
     Layer names follow the official state-dict keys (conv0..conv9). Encoder: conv1..3 stride 2
     (H -> H/8); decoder: bilinear x2 (half-pixel) before conv4..6 with skips x4+x2, x5+x1, x6+x0.
+    spectral_norm=False (the paper's ablation) uses plain convs for conv1..8: no (u, v) state.
     """
 
     def __init__(
-        self, num_in_ch: int = 3, num_feat: int = 64, skip_connection: bool = True, dtype=None, **kwargs
+        self,
+        num_in_ch: int = 3,
+        num_feat: int = 64,
+        skip_connection: bool = True,
+        spectral_norm: bool = True,
+        dtype=None,
+        **kwargs,
     ):
         nf = num_feat
+        conv_class = SpectralNormConv2D if spectral_norm else PaddedConv2D
 
         def lrelu(name):
             return keras.layers.LeakyReLU(negative_slope=0.2, name=name, dtype=dtype)
@@ -170,7 +207,7 @@ class UNetDiscriminatorSN(keras.Model):
             )
 
         def sn_conv(filters, k, s, name):
-            return SpectralNormConv2D(filters, k, strides=s, padding=1, name=name, dtype=dtype)
+            return conv_class(filters, k, strides=s, padding=1, name=name, dtype=dtype)
 
         def up(name):
             return BilinearUpsample2x(name=name, dtype=dtype)
@@ -200,11 +237,12 @@ class UNetDiscriminatorSN(keras.Model):
         # Logits in float32 under any mixed policy (the BCE must not saturate in half precision).
         outputs = keras.layers.Activation("linear", dtype="float32", name="logits")(out)
 
-        kwargs.setdefault("name", "unet_discriminator_sn")
+        kwargs.setdefault("name", "unet_discriminator_sn" if spectral_norm else "unet_discriminator")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.num_in_ch = num_in_ch
         self.num_feat = num_feat
         self.skip_connection = skip_connection
+        self.spectral_norm = spectral_norm
         self._layer_dtype = dtype
 
     def get_config(self):
@@ -213,6 +251,7 @@ class UNetDiscriminatorSN(keras.Model):
             "num_in_ch": self.num_in_ch,
             "num_feat": self.num_feat,
             "skip_connection": self.skip_connection,
+            "spectral_norm": self.spectral_norm,
             "dtype": serialize_dtype(self._layer_dtype),
         }
 

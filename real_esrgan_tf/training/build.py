@@ -13,11 +13,19 @@ import keras
 import tensorflow as tf
 
 from real_esrgan_tf import degradations
-from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN
+from real_esrgan_tf.models import RRDBNet, SRVGGNetCompact, UNetDiscriminatorSN, VGGStyleDiscriminator
 from real_esrgan_tf.training import checkpoints, losses
-from real_esrgan_tf.training.config import DataKind, GeneratorArch, PipelineConfig, Precision, Stage, XlaScope
+from real_esrgan_tf.training.config import (
+    DataKind,
+    DiscriminatorArch,
+    GeneratorArch,
+    PipelineConfig,
+    Precision,
+    Stage,
+    XlaScope,
+)
 from real_esrgan_tf.training.schedules import MultiStepLR, TrainingStepLR
-from real_esrgan_tf.training.strategy import is_chief, worker_id
+from real_esrgan_tf.training.strategy import is_chief, resolve_xla, worker_id
 from real_esrgan_tf.training.trainer import KERNEL_KEYS, LossWeights, RealESRGANTrainer, clone_generator
 from real_esrgan_tf.weights import (
     copy_weights_by_layer,
@@ -48,6 +56,15 @@ def build_generator(config: PipelineConfig) -> keras.Model:
     return SRVGGNetCompact(num_feat=g.num_feat, num_conv=g.num_conv, upscale=scale, act=g.act)
 
 
+def build_discriminator(config: PipelineConfig) -> keras.Model:
+    d = config.discriminator
+    if d.arch is DiscriminatorArch.VGG:
+        return VGGStyleDiscriminator(num_feat=d.num_feat, input_size=config.train.gt_size)
+    return UNetDiscriminatorSN(
+        num_feat=d.num_feat, skip_connection=d.skip_connection, spectral_norm=d.spectral_norm
+    )
+
+
 @dataclasses.dataclass
 class TrainingRun:
     config: PipelineConfig
@@ -55,6 +72,7 @@ class TrainingRun:
     trainer: RealESRGANTrainer
     checkpoint: checkpoints.TrainingCheckpoint
     start_step: int
+    xla: XlaScope = XlaScope.OFF  # `train.xla` resolved for the strategy and device (never AUTO)
 
 
 def build_run(
@@ -66,6 +84,7 @@ def build_run(
     """Models, optimizers, data-path modules and checkpoint, restored from `model_dir` if it has one."""
     strategy = strategy or tf.distribute.get_strategy()
     t, cfg_loss = config.train, config.losses
+    xla = resolve_xla(t.xla, strategy)
     with strategy.scope(), dtype_policy(t.precision):
         generator = build_generator(config)
         ema = None
@@ -82,9 +101,7 @@ def build_run(
             )
         discriminator = perceptual = None
         if config.uses_discriminator:
-            discriminator = UNetDiscriminatorSN(
-                num_feat=config.discriminator.num_feat, skip_connection=config.discriminator.skip_connection
-            )
+            discriminator = build_discriminator(config)
             if config.init.discriminator:
                 source = config.init.discriminator
                 load_discriminator_weights(discriminator, source, f"init.discriminator {source}")
@@ -126,7 +143,7 @@ def build_run(
         trainer.compile(
             make_optimizer(config, "g", trainer.step),
             make_optimizer(config, "d", trainer.step) if discriminator else None,
-            jit_model_step=t.xla is XlaScope.MODEL_STEP,
+            jit_model_step=xla is XlaScope.MODEL_STEP,
         )
         trainer.build_state(
             (t.batch_size_per_replica, lq_size, lq_size, 3),
@@ -138,9 +155,10 @@ def build_run(
         config.checkpoint.keep_checkpoint_max,
         chief=is_chief(strategy),
         worker=worker_id(strategy),
+        strategy=strategy,
     )
     start = (ckpt.restore_latest() if resume else None) or 0
-    return TrainingRun(config, strategy, trainer, ckpt, start)
+    return TrainingRun(config, strategy, trainer, ckpt, start, xla)
 
 
 

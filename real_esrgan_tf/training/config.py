@@ -45,9 +45,15 @@ class Precision(enum.StrEnum):
 
 
 class XlaScope(enum.StrEnum):
+    AUTO = "auto"  # per device and strategy: see `training.strategy.resolve_xla`
     OFF = "off"
     MODEL_STEP = "model_step"  # XLA for the G/D/EMA update; degradation and pool in graph mode
     FULL_STEP = "full_step"  # XLA for the whole step, degradation included
+
+
+class DiscriminatorArch(enum.StrEnum):
+    UNET = "unet"  # Real-ESRGAN's U-Net D: one logit per pixel
+    VGG = "vgg"  # ESRGAN's VGG-style D (the paper's comparison): one logit per image, input = gt_size
 
 
 class StrategyKind(enum.StrEnum):
@@ -75,8 +81,11 @@ class GeneratorConfig:
 
 @dataclasses.dataclass
 class DiscriminatorConfig:
+    arch: DiscriminatorArch = DiscriminatorArch.UNET
     num_feat: int = 64
-    skip_connection: bool = True
+    skip_connection: bool = True  # U-Net only
+    # U-Net only; False is the paper's ablation (plain convs: no spectral-norm state or power iteration).
+    spectral_norm: bool = True
 
 
 @dataclasses.dataclass
@@ -113,7 +122,7 @@ class InitConfig:
 
     generator: str = ""
     ema_generator: str = ""  # default: same as generator
-    discriminator: str = ""  # a `.weights.h5` of UNetDiscriminatorSN
+    discriminator: str = ""  # a `.weights.h5` of the configured D, or the official U-Net netD `.pth`
     # Layers left at their fresh initialisation (x2plus from x4plus: conv_first has 12 input channels).
     skip_layers: tuple[str, ...] = ()
 
@@ -129,7 +138,7 @@ class TrainConfig:
     total_steps: int = 400_000
     ema_decay: float = 0.999
     precision: Precision = Precision.FLOAT32
-    xla: XlaScope = XlaScope.MODEL_STEP
+    xla: XlaScope = XlaScope.AUTO
     seed: int = 0
     shuffle_buffer: int = 256
 
@@ -188,6 +197,17 @@ class PipelineConfig:
         for name in self.losses.perceptual_layer_weights:
             if name not in vgg_layers:
                 raise ConfigError(f"losses.perceptual_layer_weights: unknown VGG19 layer {name!r}")
+        vgg_d = self.discriminator.arch is DiscriminatorArch.VGG
+        if vgg_d and (t.gt_size < 16 or t.gt_size & (t.gt_size - 1)):
+            raise ConfigError(
+                f"train.gt_size: {t.gt_size} must be a power of two >= 16 for discriminator.arch vgg "
+                "(BasicSR: 128 or 256)"
+            )
+        if vgg_d and self.init.discriminator.endswith((".pth", ".pt")):
+            raise ConfigError(
+                "init.discriminator: a .pth is read as the official U-Net netD; "
+                "with discriminator.arch vgg give a .weights.h5"
+            )
         if t.data is DataKind.SYNTHETIC and t.crop_size < t.gt_size:
             raise ConfigError(f"train.crop_size: {t.crop_size} is smaller than train.gt_size {t.gt_size}")
         if list(self.optimizer.milestones) != sorted(self.optimizer.milestones):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from real_esrgan_tf.training.config import DEFAULT_LAYER_WEIGHTS, VGG19_BLOCKS
 
@@ -20,6 +21,12 @@ CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
 INPUT_NORMS = ("caffe", "torch")
+
+
+RANDOM_VGG_WARNING = (
+    'losses.vgg_weights = "random": the perceptual loss compares features of an untrained VGG19 and is '
+    "meaningless (for tests only); set it to \"imagenet\" or a local VGG19 weights file"
+)
 
 
 class VGGWeightsError(RuntimeError):
@@ -105,6 +112,7 @@ def load_vgg19_weights(features: keras.Model, source: str) -> str:
     """
     convs = [layer for layer in features.layers if isinstance(layer, keras.layers.Conv2D)]
     if source == "random":
+        logging.warning(RANDOM_VGG_WARNING)
         return "torch"
     if source.endswith(".pth") or source.endswith(".pt"):
         if not os.path.exists(source):
