@@ -423,6 +423,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 QUEUE = 2  # queue_batches of the runs below
 
 
+@pytest.mark.slow  # two subprocesses and a 1000-frame clip: ~4 s idle
 def test_peak_rss_does_not_grow_with_length(tmp_path):
     """10x the frames, same peak memory, with a slow upscaler so that the decoder runs ahead."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
