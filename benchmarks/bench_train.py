@@ -41,6 +41,7 @@ def bench_tf(stage: int, precision: str, xla: bool, batch: int, gt: int, repeats
     from real_esrgan_tf.training.build import dtype_policy
     from real_esrgan_tf.training.config import Precision
     from real_esrgan_tf.training.losses import PerceptualLoss, PerceptualLossConfig
+    from real_esrgan_tf.training.optimizers import TorchAdam
     from real_esrgan_tf.training.trainer import RealESRGANTrainer
 
     keras.utils.set_random_seed(0)
@@ -49,7 +50,7 @@ def bench_tf(stage: int, precision: str, xla: bool, batch: int, gt: int, repeats
         d = UNetDiscriminatorSN(num_feat=64) if stage == 2 else None
         vgg = PerceptualLoss(PerceptualLossConfig(vgg_weights="random")) if stage == 2 else None
     trainer = RealESRGANTrainer(g, d, vgg, ema_decay=0.999)
-    adam = lambda lr: keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.99)  # noqa: E731
+    adam = lambda lr: TorchAdam(lr, beta_1=0.9, beta_2=0.99)  # noqa: E731  (what make_optimizer builds)
     trainer.compile(adam(1e-4 if stage == 2 else 2e-4), adam(1e-4) if stage == 2 else None)
     trainer.build_state((batch, gt // 4, gt // 4, 3), (batch, gt, gt, 3))
     lq = tf.random.uniform((batch, gt // 4, gt // 4, 3))

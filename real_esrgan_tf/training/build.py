@@ -24,6 +24,7 @@ from real_esrgan_tf.training.config import (
     Stage,
     XlaScope,
 )
+from real_esrgan_tf.training.optimizers import TorchAdam
 from real_esrgan_tf.training.schedules import MultiStepLR, TrainingStepLR
 from real_esrgan_tf.training.strategy import is_chief, resolve_xla, worker_id
 from real_esrgan_tf.training.trainer import KERNEL_KEYS, LossWeights, RealESRGANTrainer, clone_generator
@@ -163,7 +164,7 @@ def build_run(
 
 
 def make_optimizer(config: PipelineConfig, which: str, step):
-    """Adam (+ LossScaleOptimizer under mixed_float16) for G (`which` "g") or D ("d").
+    """torch-style Adam (+ LossScaleOptimizer under mixed_float16) for G (`which` "g") or D ("d").
 
     step: the trainer's iteration counter (`RealESRGANTrainer.step`); with milestones the learning
     rate is `MultiStepLR(step)`, read when the optimizer applies its update.
@@ -171,7 +172,8 @@ def make_optimizer(config: PipelineConfig, which: str, step):
     o = config.optimizer
     lr = o.g_lr if which == "g" else o.d_lr
     learning_rate = TrainingStepLR(MultiStepLR(lr, o.milestones, o.gamma), step) if o.milestones else lr
-    optimizer = keras.optimizers.Adam(learning_rate, beta_1=o.beta_1, beta_2=o.beta_2, name=f"{which}_adam")
+    # torch's Adam (eps 1e-8 after the bias correction), not Keras' (1e-7 before it): see optimizers.py
+    optimizer = TorchAdam(learning_rate, beta_1=o.beta_1, beta_2=o.beta_2, name=f"{which}_adam")
     if config.train.precision is Precision.MIXED_FLOAT16:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{which}_loss_scale")
     return optimizer
