@@ -319,6 +319,7 @@ def _run_one_step(recipe, tmp_path, batch, xla, with_d):
             assert value < (GRAD_TOLERANCE if "grad" in key else TOLERANCE), (key, name, value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("xla", ["off", "model_step"])
 def test_stage1_step_matches_basicsr(tmp_path, batch, xla):
     _run_one_step("realesrnet_x4plus", tmp_path, batch, xla, with_d=False)
@@ -326,6 +327,7 @@ def test_stage1_step_matches_basicsr(tmp_path, batch, xla):
 
 # XLA only: the recipes' default (`xla = "model_step"`); graph mode gives the same or smaller errors
 # (BUILD_NOTES) but would add ~7 s of tracing to the suite.
+@pytest.mark.slow
 @pytest.mark.parametrize("xla", ["model_step"])
 def test_stage2_step_matches_basicsr(tmp_path, batch, xla):
     _run_one_step("realesrgan_x4plus", tmp_path, batch, xla, with_d=True)
