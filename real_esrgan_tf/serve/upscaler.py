@@ -211,15 +211,7 @@ class Upscaler:
         keep_alpha = c in (2, 4) and self.options.alpha is not AlphaMode.NONE
         out_channels = (1 if c <= 2 else 3) + keep_alpha
         out = np.empty((h * self.scale, w * self.scale, out_channels), dtype)
-        try:
-            self._upscale_into(pixels, max_value, out, keep_alpha)
-        except NonFiniteOutputError:
-            if self._model is None or self.precision is Precision.FP32:
-                raise
-            logging.warning("%s output is not finite (overflow); falling back to fp32", self.precision.value)
-            self.precision = Precision.FP32
-            self.backend = KerasSuperResolver(self._model, Precision.FP32, self.options.jit_compile)
-            self._upscale_into(pixels, max_value, out, keep_alpha)
+        self._with_fp32_fallback(lambda: self._upscale_into(pixels, max_value, out, keep_alpha))
         out_h, out_w = self.output_size(h, w)
         if (out_h, out_w) != out.shape[:2]:
             out = resize_planes(out, (out_w, out_h))
@@ -239,21 +231,26 @@ class Upscaler:
         n, h, w, _ = frames.shape
         out = np.empty((n, h * self.scale, w * self.scale, 3), dtype)
         rgb = frames.astype(np.float32) / max_value
-        try:
-            self._enhance_into(rgb, out, False, max_value)
-        except NonFiniteOutputError:
-            if self._model is None or self.precision is Precision.FP32:
-                raise
-            logging.warning("%s output is not finite (overflow); falling back to fp32", self.precision.value)
-            self.precision = Precision.FP32
-            self.backend = KerasSuperResolver(self._model, Precision.FP32, self.options.jit_compile)
-            self._enhance_into(rgb, out, False, max_value)
+        self._with_fp32_fallback(lambda: self._enhance_into(rgb, out, False, max_value))
         out_h, out_w = self.output_size(h, w)
         if (out_h, out_w) != out.shape[1:3]:
             out = np.stack([resize_planes(frame, (out_w, out_h)) for frame in out])
         return out
 
     # ------------------------------------------------------------------ internals
+    def _with_fp32_fallback(self, fill) -> None:
+        """Runs `fill()`; when an fp16/bf16 output is not finite, this Upscaler switches to fp32 for
+        good (warning once) and runs `fill()` again."""
+        try:
+            fill()
+        except NonFiniteOutputError:
+            if self._model is None or self.precision is Precision.FP32:
+                raise
+            logging.warning("%s output is not finite (overflow); falling back to fp32", self.precision.value)
+            self.precision = Precision.FP32
+            self.backend = KerasSuperResolver(self._model, Precision.FP32, self.options.jit_compile)
+            fill()
+
     def _upscale_into(self, pixels, max_value, out, keep_alpha) -> None:
         c = pixels.shape[2]
         s = self.scale
