@@ -41,9 +41,7 @@ from real_esrgan_tf.training.optimizers import TorchAdam
 
 torch = pytest.importorskip("torch")
 
-from tests.test_discriminator import _TorchUNetD  # noqa: E402  (torch oracles shared with those tests)
-from tests.test_losses import _torch_pre_relu_features, _torchvision_layout_vgg19  # noqa: E402
-from tests.test_weights import _rrdb_state, _torch_rrdbnet  # noqa: E402
+from tests import torch_oracles as oracles  # noqa: E402  (the torch oracles shared by the tests)
 
 NUM_FEAT, NUM_BLOCK, GROW, D_FEAT = 8, 1, 8, 8
 EMA_DECAY = 0.999
@@ -67,8 +65,8 @@ def _perceptual(vgg, x, gt):
     """BasicSR PerceptualLoss (vgg19, use_input_norm, before ReLU, L1, perceptual_weight 1)."""
     mean = torch.tensor(TORCH_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(TORCH_STD).view(1, 3, 1, 1)
-    fx = _torch_pre_relu_features(vgg, (x - mean) / std)
-    fgt = _torch_pre_relu_features(vgg, (gt.detach() - mean) / std)
+    fx = oracles.vgg19_pre_relu_features(vgg, (x - mean) / std)
+    fgt = oracles.vgg19_pre_relu_features(vgg, (gt.detach() - mean) / std)
     loss = 0
     for name, weight in LAYER_WEIGHTS.items():
         loss = loss + F.l1_loss(fx[name], fgt[name]) * weight
@@ -90,7 +88,7 @@ def _basicsr_step(g_params, net_d, vgg, lq, gt, gt_usm, g_lr, d_lr):
     losses = {}
     if net_d is None:  # SRModel.optimize_parameters; RealESRNetModel's self.gt is the sharpened GT
         opt_g.zero_grad()
-        output = _torch_rrdbnet(torch, g_params, lq, 4, NUM_BLOCK)
+        output = oracles.rrdbnet(g_params, lq, 4, NUM_BLOCK)
         l_pix = F.l1_loss(output, gt_usm)
         l_pix.backward()
         opt_g.step()
@@ -101,7 +99,7 @@ def _basicsr_step(g_params, net_d, vgg, lq, gt, gt_usm, g_lr, d_lr):
         for p in net_d.parameters():
             p.requires_grad = False
         opt_g.zero_grad()
-        output = _torch_rrdbnet(torch, g_params, lq, 4, NUM_BLOCK)
+        output = oracles.rrdbnet(g_params, lq, 4, NUM_BLOCK)
         l_g_pix = F.l1_loss(output, gt_usm)
         l_g_percep = _perceptual(vgg, output, gt_usm)
         l_g_gan = 0.1 * _bce(net_d(output), True)  # GANLoss(vanilla, loss_weight 0.1), is_disc False
@@ -135,7 +133,7 @@ def _basicsr_step(g_params, net_d, vgg, lq, gt, gt_usm, g_lr, d_lr):
 def _he_vgg19(seed, last="conv1_2"):
     """torchvision-layout VGG19 `features` up to `last`, He-normal weights so every level has signal."""
     torch.manual_seed(seed)
-    net = _torchvision_layout_vgg19()
+    net = oracles.vgg19_features()
     convs = [i for i, layer in enumerate(net) if isinstance(layer, torch.nn.Conv2d)]
     block, conv = (int(n) for n in last[4:].split("_"))
     index = convs[sum(n for b, n, _ in VGG19_BLOCKS if b < block) + conv - 1]
@@ -167,7 +165,7 @@ def _nchw(a):
 
 def _build(recipe, tmp_path, xla, with_d):
     """build_run on the official recipe with tiny models and the torch weights written as .pth files."""
-    g_state = _rrdb_state(torch, 4, NUM_FEAT, NUM_BLOCK, GROW, seed=3)
+    g_state = oracles.rrdbnet_state(4, NUM_FEAT, NUM_BLOCK, GROW, seed=3)
     torch.save({"params": g_state}, tmp_path / "net_g.pth")
     overrides = [
         f"generator.num_feat={NUM_FEAT}",
@@ -182,7 +180,7 @@ def _build(recipe, tmp_path, xla, with_d):
     net_d = vgg = None
     if with_d:
         torch.manual_seed(4)
-        net_d = _TorchUNetD(D_FEAT).train()
+        net_d = oracles.UNetDiscriminatorSN(D_FEAT).train()
         torch.save({"params": net_d.state_dict()}, tmp_path / "net_d.pth")
         vgg = _he_vgg19(seed=5)
         torch.save({f"features.{k}": v for k, v in vgg.state_dict().items()}, tmp_path / "vgg19.pth")
