@@ -231,7 +231,7 @@ def test_ctrl_c_stops_parent_and_workers_and_the_rerun_resumes(tmp_path, photos)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 130, err.decode()
-    assert b"interrupted; finished shards are kept" in err and b"Traceback" not in err
+    assert b"interrupted (Ctrl-C); finished shards are kept" in err and b"Traceback" not in err
     assert _group_members(proc.pid) == []  # no worker left behind in the process group
     assert len(list(out.glob("shard-*.tfrecord"))) == 1
     config = data_plan.PrepareConfig(inputs=(str(tmp_path / "src"),), crop=0, num_shards=4)
