@@ -97,3 +97,59 @@ def test_two_replicas_give_the_weights_of_one_replica_on_the_global_batch(result
         for k in m1:
             assert abs(m1[k] - m2[k]) < 1e-5 * max(1.0, abs(m1[k])), (k, m1[k], m2[k])
     assert result["moved"] > 1e-4  # the step did change the weights
+
+
+XLA_SCRIPT = r"""
+import json
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras
+import numpy as np
+
+from real_esrgan_tf.training.build import build_run
+from real_esrgan_tf.training.config import load_pipeline
+from real_esrgan_tf.training.strategy import make_train_function
+
+rng = np.random.default_rng(0)
+gt = rng.uniform(size=(4, 32, 32, 3)).astype("float32")
+lq = gt.reshape(4, 8, 4, 8, 4, 3).mean(axis=(2, 4))
+dataset = tf.data.Dataset.from_tensor_slices({"gt": gt, "lq": lq}).batch(4).repeat()
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+weights, metrics = {}, {}
+for xla in ("off", "model_step"):
+    keras.utils.set_random_seed(0)
+    config = load_pipeline("smoke_cpu", ['train.data="paired"', f'train.xla="{xla}"'])
+    run = build_run(config, "unused", strategy, resume=False)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    step = make_train_function(run.trainer, strategy, jit_compile=False)
+    metrics[xla] = [{k: float(v) for k, v in step(iterator).items()} for _ in range(2)]
+    t = run.trainer
+    weights[xla] = [w.numpy() for m in (t.generator, t.discriminator, t.ema_generator) for w in m.weights]
+diff = max(float(np.max(np.abs(a - b))) / max(1.0, float(np.max(np.abs(b))))
+           for a, b in zip(weights["model_step"], weights["off"], strict=True))
+print("RESULT " + json.dumps({"diff": diff, "metrics": metrics, "count": len(weights["off"])}))
+"""
+
+
+@pytest.mark.slow
+def test_xla_model_step_runs_under_two_replicas_and_equals_graph_mode():
+    """The default `train.xla = "model_step"` under MirroredStrategy (2 logical CPUs), stage 2 of
+    smoke_cpu (G, U-Net D with spectral norm, perceptual loss, EMA): it used to fail at the first
+    trace (`merge_call` from the optimizers and the SN state inside the compiled function). Two steps
+    equal graph mode to float32 rounding of a differently fused computation (1e-5 relative)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-c", XLA_SCRIPT], capture_output=True, text=True, env=env, cwd=root, timeout=600
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT ") :])
+    assert result["count"] > 50 and result["diff"] < 1e-5, result["diff"]
+    for m_xla, m_off in zip(result["metrics"]["model_step"], result["metrics"]["off"], strict=True):
+        assert m_xla.keys() == m_off.keys()
+        for k in m_off:
+            assert abs(m_xla[k] - m_off[k]) < 1e-5 * max(1.0, abs(m_off[k])), (k, m_xla[k], m_off[k])

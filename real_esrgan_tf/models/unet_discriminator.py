@@ -134,20 +134,28 @@ class SpectralNormConv2D(PaddedConv2D):
         super().build(input_shape)
         cin = int(input_shape[-1])
         k = self.kernel_size
-        # "mean" aggregation lets replicas assign in replica context; they all compute the same value.
-        self.sn_u = self.add_weight(
-            name="sn_u",
+        # Power-iteration state, one copy per replica (sync on read), as each official DDP process
+        # keeps its own: every replica computes the same (u, v) from the same mirrored kernel, so the
+        # copies stay equal without a cross-replica sync at each forward pass. (A mirrored variable
+        # would need `merge_call` to be assigned in replica context, which an XLA-compiled function
+        # inside `strategy.run` cannot make.)
+        self.sn_u = keras.Variable(
+            UnitNormal(self.eps),
             shape=(self.filters,),
-            initializer=UnitNormal(self.eps),
+            dtype=self.variable_dtype,
             trainable=False,
-            aggregation="mean",
+            synchronization="on_read",
+            aggregation="only_first_replica",
+            name="sn_u",
         )
-        self.sn_v = self.add_weight(
-            name="sn_v",
+        self.sn_v = keras.Variable(
+            UnitNormal(self.eps),
             shape=(k * k * cin,),
-            initializer=UnitNormal(self.eps),
+            dtype=self.variable_dtype,
             trainable=False,
-            aggregation="mean",
+            synchronization="on_read",
+            aggregation="only_first_replica",
+            name="sn_v",
         )
 
     def effective_kernel(self, training=False):

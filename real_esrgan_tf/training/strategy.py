@@ -45,26 +45,19 @@ def make_strategy(kind: StrategyKind | str, tpu: str = "") -> tf.distribute.Stra
 
 
 def resolve_xla(scope: XlaScope | str, strategy: tf.distribute.Strategy) -> XlaScope:
-    """`train.xla` for this strategy and device: "auto" picks, an explicit scope is checked.
+    """`train.xla` for this strategy and device: "auto" picks, an explicit scope is kept.
 
-    auto: `model_step` on one GPU; `off` on CPU (XLA's CPU backend made the stage-2 update slower:
-    2.05 s vs 1.58 s in BUILD_NOTES), under TPUStrategy (which compiles the whole step itself) and
-    with several replicas. `model_step` with several replicas (Mirrored, MultiWorker) is an error: the
-    nested XLA function would hold the optimizers' cross-replica gradient sum and the EMA/SN updates,
-    which tf.distribute cannot merge inside a nested function (TF 2.21, tested).
+    auto: `model_step` on GPUs (any number of replicas: the compiled part is the forward/backward,
+    `trainer.gradients`; the cross-replica gradient sum, the optimizers and EMA run outside it);
+    `off` on CPU (XLA's CPU backend made the stage-2 update slower: 2.05 s vs 1.58 s in BUILD_NOTES)
+    and under TPUStrategy (which compiles the whole step itself).
     """
     scope = XlaScope(scope)
-    replicas = strategy.num_replicas_in_sync
-    tpu = isinstance(strategy, tf.distribute.TPUStrategy)
     if scope is XlaScope.AUTO:
-        if tpu or replicas > 1 or not tf.config.list_logical_devices("GPU"):
+        tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+        if tpu or not tf.config.list_logical_devices("GPU"):
             return XlaScope.OFF
         return XlaScope.MODEL_STEP
-    if scope is XlaScope.MODEL_STEP and replicas > 1 and not tpu:
-        raise StrategyError(
-            f"train.xla: model_step cannot run with {replicas} replicas ({type(strategy).__name__}: "
-            "cross-replica updates inside a nested XLA function); use auto or off"
-        )
     return scope
 
 

@@ -89,7 +89,7 @@ class RealESRGANTrainer(keras.Model):
         )
         self.g_optimizer = None
         self.d_optimizer = None
-        self._optimize_fn = self.optimize
+        self._gradients_fn = self.gradients
 
     def compile(
         self, g_optimizer, d_optimizer=None, jit_compile: bool = False, jit_model_step: bool = False, **kwargs
@@ -97,14 +97,18 @@ class RealESRGANTrainer(keras.Model):
         """`g_optimizer`/`d_optimizer`: Keras optimizers (a `LossScaleOptimizer` under mixed_float16).
 
         jit_compile: Keras' flag (XLA for the whole `train_step` when run by `fit`).
-        jit_model_step: XLA for the G/D/EMA update only, the degradation and pool stay in graph mode.
+        jit_model_step: XLA for the G and D forward and backward passes (`gradients`); the
+        degradation, the pool and the optimizer/EMA updates stay in graph mode (the updates need
+        cross-replica `merge_call`, which a compiled function nested in `strategy.run` cannot make).
         """
         if self.discriminator is not None and d_optimizer is None:
             raise ValueError("a trainer with a discriminator needs d_optimizer")
         super().compile(jit_compile=jit_compile, **kwargs)
         self.g_optimizer = g_optimizer
         self.d_optimizer = d_optimizer
-        self._optimize_fn = tf.function(self.optimize, jit_compile=True) if jit_model_step else self.optimize
+        self._gradients_fn = (
+            tf.function(self.gradients, jit_compile=True) if jit_model_step else self.gradients
+        )
 
     def call(self, lq, training=False):
         return self.ema_generator(lq, training=False)
@@ -156,20 +160,21 @@ class RealESRGANTrainer(keras.Model):
 
     def train_step(self, batch):
         lq, gt, gt_usm = self.prepare_batch(batch)
-        return self._optimize_fn(lq, gt, gt_usm)
+        return self.optimize(lq, gt, gt_usm)
 
-    def optimize(self, lq, gt, gt_usm):
-        """G step, D step, EMA and step += 1 on a prepared batch -> metrics (float32 scalars).
+    def gradients(self, lq, gt, gt_usm):
+        """The computing half of a step: (G gradients, D gradients (empty without D), metrics).
 
-        The metrics include `g_learning_rate` / `d_learning_rate`: the rates this step's updates used
-        (as BasicSR logs them after `optimize_parameters`), not the next step's.
+        No weight changes here (only D's spectral-norm power iteration, in the official order: once
+        in the G loss, then in the D loss), so this part can be XLA-compiled inside `strategy.run`;
+        `optimize` applies the gradients outside it, where the optimizers' cross-replica `merge_call`
+        is allowed. Gradients of losses divided by the replica count (the optimizers sum them).
         """
         w = self.loss_weights
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         metrics = {}
 
-        # ---- G step (D frozen: only G's variables get gradients)
-        g_vars = self.generator.trainable_variables
+        # ---- G loss (D frozen: only G's variables get gradients)
         with tf.GradientTape() as tape:
             sr = self.generator(lq, training=True)
             sr32 = tf.cast(sr, tf.float32)
@@ -185,31 +190,42 @@ class RealESRGANTrainer(keras.Model):
                 g_total += w.gan * l_gan
                 metrics["l_g_gan"] = l_gan
             g_loss = self._scale(self.g_optimizer, g_total / replicas)
-        g_lr = self._learning_rate(self.g_optimizer)  # read before `apply`: the rate this step uses
-        self.g_optimizer.apply(tape.gradient(g_loss, g_vars), g_vars)
+        g_grads = tape.gradient(g_loss, self.generator.trainable_variables)
         metrics["l_g_total"] = g_total
 
-        # ---- D step: real = plain (or sharpened) GT, fake = detached SR
+        # ---- D loss: real = plain (or sharpened) GT, fake = detached SR (from G before its update)
+        d_grads = []
         if self.discriminator is not None:
-            d_vars = self.discriminator.trainable_variables
             real = gt_usm if w.gan_gt_usm else gt
             with tf.GradientTape() as tape:
                 real_logits = self.discriminator(real, training=True)
                 fake_logits = self.discriminator(tf.stop_gradient(sr), training=True)
                 l_d_real, l_d_fake = losses.gan_loss_discriminator(real_logits, fake_logits)
                 d_loss = self._scale(self.d_optimizer, (l_d_real + l_d_fake) / replicas)
-            d_lr = self._learning_rate(self.d_optimizer)
-            self.d_optimizer.apply(tape.gradient(d_loss, d_vars), d_vars)
+            d_grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
             metrics.update(
                 l_d_real=l_d_real,
                 l_d_fake=l_d_fake,
                 out_d_real=tf.reduce_mean(real_logits),
                 out_d_fake=tf.reduce_mean(fake_logits),
             )
-        metrics["g_learning_rate"] = g_lr
-        if self.discriminator is not None:
-            metrics["d_learning_rate"] = d_lr
+        return g_grads, d_grads, metrics
 
+    def optimize(self, lq, gt, gt_usm):
+        """G step, D step, EMA and step += 1 on a prepared batch -> metrics (float32 scalars).
+
+        The metrics include `g_learning_rate` / `d_learning_rate`: the rates this step's updates used
+        (as BasicSR logs them after `optimize_parameters`), not the next step's. D's update does not
+        depend on G's (its fake input is the SR from before G's update), so applying both after
+        computing both equals the official G-then-D order.
+        """
+        g_grads, d_grads, metrics = self._gradients_fn(lq, gt, gt_usm)
+        # read before `apply`: the rates this step uses
+        metrics["g_learning_rate"] = self._learning_rate(self.g_optimizer)
+        self.g_optimizer.apply(g_grads, self.generator.trainable_variables)
+        if self.discriminator is not None:
+            metrics["d_learning_rate"] = self._learning_rate(self.d_optimizer)
+            self.d_optimizer.apply(d_grads, self.discriminator.trainable_variables)
         self._update_ema()
         self.step.assign_add(1)
         return metrics
