@@ -284,7 +284,8 @@ def plot(path: str, curve: list[dict], baselines: dict, title: str, stage2: dict
         ax.axhline(value, color=color, linestyle=style, linewidth=1, label=f"{name} {value:.2f}")
     if stage2:
         s2 = stage2["curve"]
-        ax.plot([c["minutes"] for c in s2], [c["psnr_ema"] for c in s2], "^-", label="stage 2 EMA (GAN)")
+        s2_minutes, s2_psnr = [c["minutes"] for c in s2], [c["psnr_ema"] for c in s2]
+        ax.plot(s2_minutes, s2_psnr, "^-", color="black", label="stage 2 EMA (GAN)")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation Y-PSNR (dB, BasicSR, crop_border = scale)")
     ax.set_title(title, fontsize=9)
