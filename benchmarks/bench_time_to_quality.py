@@ -363,7 +363,7 @@ def main(argv=None) -> dict:
 
     curve, eval_seconds = [], [0.0]
 
-    def make_evaluate(run, points, niqe_at_end=False):
+    def make_evaluate(run, points):
         def evaluate(minutes, step):
             s = time.perf_counter()
             ema = score(run.trainer.ema_generator, pairs, t.scale)["psnr_y"]
