@@ -11,6 +11,8 @@ EXTRAS = {
     "serving": ["tensorflow-serving-api==2.21.*", "grpcio"],
     # Quantisation-aware training (needs tf_keras).
     "qat": ["tensorflow-model-optimization", "tf-keras==2.21.*"],
+    # benchmarks/bench_time_to_quality.py's plot (only that benchmark imports it)
+    "bench": ["matplotlib"],
     "test": [
         "pytest",
         "ruff",

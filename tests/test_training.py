@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from real_esrgan_tf.degradations import TrainingPairPool, USMSharp, sample_kernels
+from real_esrgan_tf.degradations import DegradationConfig, TrainingPairPool, USMSharp, sample_kernels
 from real_esrgan_tf.models import RRDBNet, UNetDiscriminatorSN
 from real_esrgan_tf.training import monitoring
 from real_esrgan_tf.training.build import build_run
@@ -32,6 +32,7 @@ RECIPES = (
     "realesrgan_x2plus",
     "realesrgan_x1",
     "realesr_general_x4v3_compact",
+    "bench_compact_x4_stage1",
     "finetune_paired",
     "smoke_cpu",
 )
@@ -95,6 +96,23 @@ def test_unknown_key_is_an_error_naming_file_and_key(tmp_path):
         pipeline_from_dict({"degradation": {"scale": 2}})
     with pytest.raises(ConfigError, match=r"queue_size 180 is not divisible by the per-replica batch size 7"):
         pipeline_from_dict({"train": {"batch_size_per_replica": 7}})
+
+
+def test_time_to_quality_recipe_is_the_issue_12_stage1_and_switches_to_stage2():
+    """benchmarks/bench_time_to_quality.py's recipe: compact 64 x 32 PReLU, stage-1 L1 with the
+    official degradation, batch 12, GT 128 from 400 crops; its stage 2 is the same file + --set."""
+    c = load_pipeline("bench_compact_x4_stage1")
+    g, t = c.generator, c.train
+    assert (g.arch.value, g.num_feat, g.num_conv, g.act) == ("srvgg_compact", 64, 32, "prelu")
+    assert (t.stage, t.data, t.scale) == (Stage.REALESRNET, DataKind.SYNTHETIC, 4)
+    assert (t.batch_size_per_replica, t.gt_size, t.crop_size, t.ema_decay) == (12, 128, 400, 0.999)
+    assert not c.uses_perceptual and not c.uses_discriminator and c.losses.l1_gt_usm
+    assert c.degradation == dataclasses.replace(DegradationConfig(), scale=4, gt_size=128)
+    gan = load_pipeline(
+        "bench_compact_x4_stage1",
+        ['train.stage="realesrgan"', "losses.gan_weight=0.1", "losses.perceptual_weight=0.0"],
+    )
+    assert gan.uses_discriminator and not gan.uses_perceptual and gan.train.gt_size % 32 == 0
 
 
 def test_set_overrides_are_typed_and_reach_the_degradation():
