@@ -173,7 +173,18 @@ def prepare(
     pause_after_shard: float = 0.0,
     progress: bool = True,
 ) -> dict:
-    """Writes shards and manifest.json into `output`; returns the manifest."""
+    """Writes the shards and manifest.json of `config` into `output` (official sub-image recipe).
+
+    Args:
+      config: inputs and crop settings (`PrepareConfig`); the output bytes depend only on it.
+      output: the shard folder; a folder holding a finished part of the same run is resumed.
+      workers: decode/crop/encode processes (the output does not depend on it).
+      overwrite: delete the shards of a different earlier run instead of refusing.
+      pause_after_shard: seconds to sleep after each shard (resumability tests).
+      progress: a tqdm bar over crops.
+    Returns:
+      The manifest (also written as manifest.json). Raises PrepareError (one line) on bad inputs.
+    """
     from tqdm import tqdm
 
     plan = make_plan(config)

@@ -277,6 +277,14 @@ def export_saved_model(
 
     Saved into a temporary sibling folder and renamed at the end: TensorFlow Serving polls the
     base folder and must never pick up a half-written version.
+
+    Args:
+      generator: a Keras generator with a `scale` (RRDBNet, SRVGGNetCompact).
+      base_dir: the model's base folder (savedmodels/<name>).
+      version: the version folder (default: highest existing + 1).
+      config: in-graph tiling of `upscale_image` (tile, tile_pad in LR pixels).
+    Returns:
+      The version folder. Raises ExportError for a taken or negative version.
     """
     version = next_version(base_dir) if version is None else int(version)
     if version < 0:  # TF Serving skips negative version folders: the model would never load

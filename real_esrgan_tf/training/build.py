@@ -82,7 +82,23 @@ def build_run(
     strategy: tf.distribute.Strategy | None = None,
     resume: bool = True,
 ) -> TrainingRun:
-    """Models, optimizers, data-path modules and checkpoint, restored from `model_dir` if it has one."""
+    """Everything one training run needs, built under `strategy` and the configured dtype policy.
+
+    Follows the official `train_realesrnet_x4plus.yml` / `train_realesrgan_x4plus.yml` set-up: G (and
+    the U-Net SN D in stage 2), initial weights (`init.*`, by layer name), Adam for each with the
+    MultiStep schedule, the on-device degrader + training-pair pool for synthetic data, EMA.
+
+    Args:
+      config: a validated `PipelineConfig` (`load_pipeline`).
+      model_dir: the run folder (checkpoints, logs, export, config.toml).
+      strategy: a tf.distribute strategy (default: the current one).
+      resume: restore the newest checkpoint of `model_dir` if there is one.
+    Returns:
+      A `TrainingRun` (config, strategy, trainer, checkpoint, start_step, resolved xla scope).
+    Raises:
+      InitError / WeightsError for initial weights that do not fit, CheckpointError for a run folder
+      of another pipeline or replica count.
+    """
     strategy = strategy or tf.distribute.get_strategy()
     t, cfg_loss = config.train, config.losses
     xla = resolve_xla(t.xla, strategy)
