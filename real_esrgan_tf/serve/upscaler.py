@@ -134,8 +134,20 @@ class Upscaler:
 
     C = 2 is gray + alpha: the gray plane is upscaled as a gray image (C = 1), the alpha as for RGBA.
 
-    model: a Keras generator (RRDBNet, SRVGGNetCompact, any functional model) or a `SuperResolver`
-    backend such as a TFLite runner. Only a Keras model can change precision.
+    Follows the official `RealESRGANer` (realesrgan/utils.py): reflect pre-pad, mod-pad for the x2/x1
+    nets, padded tiles whose borders are cropped, Lanczos to `outscale` after the net.
+
+    Args:
+      model: a Keras generator (RRDBNet, SRVGGNetCompact, any functional model) or a `SuperResolver`
+        backend (TFLite, SavedModel). Only a Keras model can change precision.
+      tile: core tile side in LR pixels (0 = whole image; sides over `auto_tile` are tiled anyway).
+      tile_pad: context around each tile, cropped away (10). pre_pad: reflect padding (official).
+      precision: "fp32", "fp16" or "bf16" (non-finite output falls back to fp32).
+      tta: average the 8 flips/transposes. alpha: "model", "bicubic" or "none".
+      outscale: final scale (None: the net's). jit_compile: XLA for the network.
+      min_tile / auto_tile: limits of the out-of-memory retry and of whole-image mode.
+      progress: a tqdm bar over tiles.
+    Use `upscale(pixels)` for one image, `upscale_batch(frames)` for equal-size video frames.
     """
 
     def __init__(
