@@ -287,9 +287,9 @@ def _run_one_step(recipe, tmp_path, batch, xla, with_d):
         d_pairs = _d_pairs(trainer.discriminator, net_d)
         d_before = {name: to_nhwc(d_params[name].detach()).numpy().copy() for name, _, to_nhwc in d_pairs}
 
-    # Our step as `train_step` runs it: `optimize` (XLA-compiled by `compile` under xla = "model_step")
+    # Our step as `train_step` runs it: `optimize` (its gradients XLA-compiled under xla = "model_step")
     # inside a tf.function.
-    step_fn = tf.function(trainer._optimize_fn)
+    step_fn = tf.function(trainer.optimize)
     metrics = step_fn(tf.constant(lq), tf.constant(gt), tf.constant(gt_usm))
     assert int(trainer.step.numpy()) == 1
 

@@ -47,7 +47,7 @@ def test_model_step_xla_gives_the_graph_mode_update_under_the_default_strategy(p
         runs[scope] = build_run(config, str(tmp_path / scope))
         assert runs[scope].xla is XlaScope(scope)
     graph, xla = runs["off"].trainer, runs["model_step"].trainer
-    assert xla._optimize_fn._jit_compile is True and graph._optimize_fn == graph.optimize
+    assert xla._gradients_fn._jit_compile is True and graph._gradients_fn == graph.gradients
 
     def models(t):
         return [t.generator, t.discriminator, t.ema_generator, t._perceptual_loss.features]
