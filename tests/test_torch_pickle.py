@@ -76,31 +76,6 @@ def _check_against_torch(torch, obj, path, fmt):
 # Official layouts (BasicSR keys, tiny sizes)
 
 
-def _rrdb_state(torch, g, num_feat=8, grow=4, num_block=2):
-    shapes = {"conv_first.weight": (num_feat, 3, 3, 3), "conv_first.bias": (num_feat,)}
-    for b in range(num_block):
-        for r in range(1, 4):
-            for k in range(1, 6):
-                out = grow if k < 5 else num_feat
-                shapes[f"body.{b}.rdb{r}.conv{k}.weight"] = (out, num_feat + (k - 1) * grow, 3, 3)
-                shapes[f"body.{b}.rdb{r}.conv{k}.bias"] = (out,)
-    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
-        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (num_feat, num_feat, 3, 3), (num_feat,)
-    shapes["conv_last.weight"], shapes["conv_last.bias"] = (3, num_feat, 3, 3), (3,)
-    return OrderedDict((k, torch.randn(s, generator=g)) for k, s in shapes.items())
-
-
-def _srvgg_state(torch, g, num_feat=8, num_conv=3, upscale=4):
-    shapes = {"body.0.weight": (num_feat, 3, 3, 3), "body.0.bias": (num_feat,), "body.1.weight": (num_feat,)}
-    for i in range(num_conv):
-        shapes[f"body.{2 * i + 2}.weight"] = (num_feat, num_feat, 3, 3)
-        shapes[f"body.{2 * i + 2}.bias"] = (num_feat,)
-        shapes[f"body.{2 * i + 3}.weight"] = (num_feat,)  # PReLU slopes
-    last = 2 * num_conv + 2
-    shapes[f"body.{last}.weight"], shapes[f"body.{last}.bias"] = (3 * upscale**2, num_feat, 3, 3), (48,)
-    return OrderedDict((k, torch.randn(s, generator=g)) for k, s in shapes.items())
-
-
 def _unet_sn_state(torch, nf=4):
     """A real torch spectral-norm U-Net D state (conv0/conv9 plain, conv1..8 weight_orig/_u/_v)."""
     torch.manual_seed(0)
@@ -118,9 +93,10 @@ def _unet_sn_state(torch, nf=4):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_official_layouts_read_as_torch_load_and_pick_basicsr_params(tmp_path, fmt):
     torch = _torch()
-    g = torch.Generator().manual_seed(1)
-    rrdb, decoy = _rrdb_state(torch, g), _rrdb_state(torch, g)
-    srvgg, netd = _srvgg_state(torch, g), _unet_sn_state(torch)
+    from tests import torch_oracles as oracles  # official key layouts, tiny sizes
+
+    rrdb, decoy = (OrderedDict(oracles.rrdbnet_state(4, 8, 2, 4, seed=s)) for s in (1, 2))
+    srvgg, netd = OrderedDict(oracles.srvgg_state(8, 3, 4, seed=3)), _unet_sn_state(torch)
     assert {"conv1.weight_orig", "conv1.weight_u", "conv1.weight_v", "conv0.bias"} <= set(netd)
 
     cases = {  # x4plus / RealESRNet / x2plus; general-x4v3 / animevideov3 / anime_6B; x4plus netD
