@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 from absl import flags
 
-from real_esrgan_tf.serve.keras_backend import Precision
+from real_esrgan_tf.cli import report, upscale
+from real_esrgan_tf.cli.report import UserError
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    flags.DEFINE_string(
-        "model", "realesrgan-x4plus",
-        "Pretrained model name (realesrgan-x4plus, realesrgan-x4plus-anime-6b, realesr-animevideov3[-x2|-x3])"
-        " or a path to a .pth, .weights.h5, .keras or .tflite file (as `upscale --model`).", flag_values=fv)
+    upscale.define_model_flags(fv)  # --model, --outscale, --tile, --precision, ... as `upscale`
     flags.DEFINE_string("data", None, "Paired `prepare --gt --lq` shards: a folder or a file pattern.",
                         flag_values=fv)
     flags.DEFINE_string("gt", None, "Folder of GT images (pairs with --lq by file name without extension).",
@@ -33,59 +30,37 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_boolean("bicubic", True, "Also score MATLAB-bicubic upscaling of the LQ.", flag_values=fv)
     flags.DEFINE_string("json", None, "Write per-image scores and means to this JSON file.", flag_values=fv)
     flags.DEFINE_string("save_dir", None, "Write each output there as <name>.png.", flag_values=fv)
-    flags.DEFINE_integer("tile", 0, "Tile size in input pixels, 0 = whole image (sides over 512 are tiled "
-                         "anyway).", lower_bound=0, flag_values=fv)
-    flags.DEFINE_integer("tile_pad", 10, "Overlap around each tile, cropped away.", lower_bound=0,
-                         flag_values=fv)
-    flags.DEFINE_enum("precision", "fp32", [p.value for p in Precision], "Compute precision.", flag_values=fv)
-    flags.DEFINE_boolean("tta", False, "Average the 8 flips/transposes (8x slower).", flag_values=fv)
-    flags.DEFINE_float("denoise_strength", 0.5, "realesr-general-x4v3 only: 1 keeps noise, 0 removes it.",
-                       lower_bound=0.0, upper_bound=1.0, flag_values=fv)
-    flags.DEFINE_string("wdn_model", None, "The realesr-general-wdn-x4v3 weights; default: beside --model.",
-                        flag_values=fv)
-    flags.DEFINE_enum("act", None, ["prelu", "relu", "leakyrelu"],
-                      "SRVGGNetCompact .pth without PReLU weights: its activation.", flag_values=fv)
 
 
 def _error(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"real-esrgan-tf evaluate: error: {message}", file=sys.stderr)
-
-
-class _UserError(Exception):
-    """A one-line problem with the command line, a folder or the model."""
+    report.error("evaluate", message)
 
 
 def _check_inputs(fv) -> None:
     if fv.data and (fv.gt or fv.lq):
-        raise _UserError("use either --data (shards) or --gt/--lq (folders), not both")
+        raise UserError("use either --data (shards) or --gt/--lq (folders), not both")
     if fv.gt and not fv.lq:
-        raise _UserError("--gt needs --lq (the LQ folder the model reads)")
+        raise UserError("--gt needs --lq (the LQ folder the model reads)")
     if not fv.data and not fv.lq:
-        raise _UserError("give --data SHARDS, --gt DIR --lq DIR, or --lq DIR alone")
+        raise UserError("give --data SHARDS, --gt DIR --lq DIR, or --lq DIR alone")
     if fv.save_dir:
         save = os.path.realpath(fv.save_dir)
         for folder in (fv.gt, fv.lq):
             if folder and os.path.realpath(folder) == save:
-                raise _UserError(f"--save_dir {fv.save_dir} is an input folder (would replace inputs)")
+                raise UserError(f"--save_dir {fv.save_dir} is an input folder (would replace inputs)")
 
 
 def _build_upscaler(fv):
     """(Upscaler, scale) with the model loader `upscale` uses."""
-    from real_esrgan_tf.serve.loading import ModelLoadError, load_upscale_model
     from real_esrgan_tf.serve.upscaler import Upscaler
 
-    try:
-        loaded = load_upscale_model(fv.model, act=fv.act, denoise_strength=fv.denoise_strength,
-                                    wdn_model=fv.wdn_model, denoise_requested=fv["denoise_strength"].present)
-    except ModelLoadError as e:
-        raise _UserError(str(e)) from None
-    upscaler = Upscaler(loaded.model, tile=fv.tile, tile_pad=fv.tile_pad, precision=fv.precision,
-                        tta=fv.tta, outscale=loaded.default_outscale)
-    scale = loaded.default_outscale or upscaler.scale
+    model, default_outscale = upscale.load_model(fv)  # the loader `upscale` uses
+    outscale = default_outscale if fv.outscale is None else fv.outscale
+    upscaler = Upscaler(model, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=fv.precision,
+                        tta=fv.tta, outscale=outscale, jit_compile=fv.xla)
+    scale = outscale or upscaler.scale
     if scale != int(scale):
-        raise _UserError(f"{fv.model}: output scale {scale} is not an integer")
+        raise UserError(f"{fv.model}: output scale {scale} is not an integer")
     return upscaler, int(scale)
 
 
@@ -107,7 +82,7 @@ def _items(fv):
             return iter_pair_paths(paths), len(paths)
         return iter_lq_folder(fv.lq), None
     except EvaluationError as e:
-        raise _UserError(str(e)) from None
+        raise UserError(str(e)) from None
 
 
 def _cell(value, digits: int) -> str:
@@ -145,7 +120,7 @@ def run(fv) -> int:
         _check_inputs(fv)
         items, total = _items(fv)
         upscaler, scale = _build_upscaler(fv)
-    except (_UserError, ValueError, TypeError) as e:
+    except (UserError, ValueError, TypeError) as e:
         _error(str(e))
         return 1
     bar = tqdm(total=total, desc="evaluate", unit="img")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags, logging
 
+from real_esrgan_tf.cli import report
+from real_esrgan_tf.cli.report import UserError
 from real_esrgan_tf.serve.keras_backend import Precision
 from real_esrgan_tf.serve.upscaler import AlphaMode, Upscaler
 
@@ -20,7 +21,8 @@ def define_model_flags(fv: flags.FlagValues, default_model: str = "realesrgan-x4
     flags.DEFINE_string(
         "model", default_model,
         "Pretrained model name (realesrgan-x4plus, realesrgan-x4plus-anime-6b, realesr-animevideov3[-x2|-x3])"
-        " or a path to a .pth, .weights.h5, .keras or .tflite file.", flag_values=fv)
+        " or a path to a .pth, .weights.h5, .keras or .tflite file, an exported SavedModel folder or a "
+        "training --model_dir.", flag_values=fv)
     flags.DEFINE_float("outscale", None, "Final upscaling factor (Lanczos after the net); default: the "
                        "model's.", flag_values=fv)
     flags.DEFINE_integer("tile", 0, "Tile size in input pixels, 0 = whole image (images with a side "
@@ -58,20 +60,12 @@ def define_flags(fv: flags.FlagValues) -> None:
                         flag_values=fv)
 
 
-class _UserError(Exception):
-    """A one-line problem with the command line, a file or a model."""
-
-
 def _error(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"real-esrgan-tf upscale: error: {message}", file=sys.stderr)
+    report.error("upscale", message)
 
 
 def _warn(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"real-esrgan-tf upscale: warning: {message}", file=sys.stderr)
+    report.warning("upscale", message)
 
 
 def _list_inputs(path: str) -> list[str]:
@@ -81,20 +75,20 @@ def _list_inputs(path: str) -> list[str]:
         try:
             names = sorted(n for n in os.listdir(path) if not n.startswith("."))
         except OSError as e:
-            raise _UserError(f"{path}: cannot list the folder ({e.strerror or e})") from None
+            raise UserError(f"{path}: cannot list the folder ({e.strerror or e})") from None
         return [os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n))]
-    raise _UserError(f"{path}: no such file or folder")
+    raise UserError(f"{path}: no such file or folder")
 
 
 def _prepare_output(folder: str) -> None:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
-        raise _UserError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
+        raise UserError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
     if not os.path.isdir(folder):
-        raise _UserError(f"{folder}: output is not a folder")
+        raise UserError(f"{folder}: output is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise _UserError(f"{folder}: output folder is not writable")
+        raise UserError(f"{folder}: output folder is not writable")
 
 
 def load_model(fv) -> tuple[object, float | None]:
@@ -107,7 +101,7 @@ def load_model(fv) -> tuple[object, float | None]:
             denoise_requested=fv["denoise_strength"].present,
         )
     except ModelLoadError as e:
-        raise _UserError(str(e)) from None
+        raise UserError(str(e)) from None
     return loaded.model, loaded.default_outscale
 
 
@@ -169,7 +163,7 @@ def run(fv) -> int:
             model, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=fv.precision,
             tta=fv.tta, alpha=fv.alpha, outscale=outscale, jit_compile=fv.xla, progress=True,
         )
-    except (_UserError, ValueError, TypeError) as e:
+    except (UserError, ValueError, TypeError) as e:
         _error(str(e))
         return 1
     if not inputs:
@@ -198,12 +192,12 @@ def run(fv) -> int:
             target = target or output_path(path, fv.output, fv.ext, fv.suffix, has_alpha, size)
             real_target = os.path.realpath(target)
             if real_target in input_real or _file_id(target) in input_ids:
-                raise _UserError(
+                raise UserError(
                     f"{path}: output {target} would overwrite an input; change --suffix or --output")
             if real_target in written:
-                raise _UserError(f"{path}: output {target} already written from {written[real_target]}")
+                raise UserError(f"{path}: output {target} already written from {written[real_target]}")
             if guard_siblings and os.path.lexists(target):
-                raise _UserError(
+                raise UserError(
                     f"{path}: output {target} would overwrite an existing file in the input's folder "
                     "(--suffix \"\" names outputs like images); change --suffix or --output")
             if animated:  # every frame, with its duration and the loop count
@@ -216,7 +210,7 @@ def run(fv) -> int:
             result = upscaler.upscale(image.pixels)
             write_image(target, result, icc_profile=image.icc_profile)  # e.g. Display P3 photos
             written[real_target] = path
-        except (ImageError, _UserError) as e:
+        except (ImageError, UserError) as e:
             _error(str(e))
             failures += 1
         except Exception as e:  # keep going with the other images

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from fractions import Fraction
 
 from absl import flags, logging
 
-from real_esrgan_tf.cli import upscale
+from real_esrgan_tf.cli import report, upscale
+from real_esrgan_tf.cli.report import UserError
 
 CODECS = ("libx264", "libx265", "libsvtav1", "ffv1")
 
@@ -38,20 +38,12 @@ def define_flags(fv: flags.FlagValues) -> None:
                          "to the output until the file is complete).", lower_bound=1, flag_values=fv)
 
 
-class _UserError(Exception):
-    """A one-line problem with the command line, a file or a model."""
-
-
 def _error(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"real-esrgan-tf video: error: {message}", file=sys.stderr)
+    report.error("video", message)
 
 
 def _warn(message: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(f"real-esrgan-tf video: warning: {message}", file=sys.stderr)
+    report.warning("video", message)
 
 
 def _jobs(fv) -> list[tuple[str, str]]:
@@ -60,25 +52,25 @@ def _jobs(fv) -> list[tuple[str, str]]:
 
     source, target = fv.input, fv.output
     if not source:
-        raise _UserError("--input is required (a video file or a folder)")
+        raise UserError("--input is required (a video file or a folder)")
     if not target:
-        raise _UserError("--output is required (a video file or a folder)")
+        raise UserError("--output is required (a video file or a folder)")
     if os.path.isfile(source):
         inputs = [source]
     elif os.path.isdir(source):
         inputs = video.list_videos(source)
         if not inputs:
-            raise _UserError(f"{source}: no video files in the folder")
+            raise UserError(f"{source}: no video files in the folder")
     else:
-        raise _UserError(f"{source}: no such file or folder")
+        raise UserError(f"{source}: no such file or folder")
     if os.path.isfile(source) and os.path.splitext(target)[1].lower() in video_io.CONTAINERS:
         return [(source, target)]
     if os.path.exists(target) and not os.path.isdir(target):
-        raise _UserError(f"{target}: a folder input needs an output folder")
+        raise UserError(f"{target}: a folder input needs an output folder")
     try:
         os.makedirs(target, exist_ok=True)
     except OSError as e:
-        raise _UserError(f"{target}: cannot create output folder ({e.strerror or e})") from None
+        raise UserError(f"{target}: cannot create output folder ({e.strerror or e})") from None
     jobs = []
     for path in inputs:
         stem, ext = os.path.splitext(os.path.basename(path))
@@ -152,9 +144,9 @@ def _settings(fv, on_gpu: bool):
     try:
         fps = Fraction(fv.fps) if fv.fps else None
     except (ValueError, ZeroDivisionError):
-        raise _UserError(f"--fps {fv.fps!r}: not a number or fraction") from None
+        raise UserError(f"--fps {fv.fps!r}: not a number or fraction") from None
     if fps is not None and fps <= 0:
-        raise _UserError("--fps must be > 0")
+        raise UserError("--fps must be > 0")
     return EncodeSettings(codec=fv.codec, crf=fv.crf, preset=fv.preset, pix_fmt=fv.pix_fmt, fps=fps,
                           start=fv.start, end=fv.end, batch=fv.batch or (4 if on_gpu else 1),
                           segment_frames=fv.segment_frames)
@@ -172,7 +164,7 @@ def run(fv) -> int:
         outscale = loaded.default_outscale if fv.outscale is None else fv.outscale
         upscalers = _upscalers(fv, loaded.model, outscale)
         settings = _settings(fv, on_gpu=any(isinstance(u, _OnDevice) for u in upscalers) or _has_gpu())
-    except (_UserError, ModelLoadError, ValueError, TypeError) as e:
+    except (UserError, ModelLoadError, ValueError, TypeError) as e:
         _error(str(e))
         return 1
     failures = 0
