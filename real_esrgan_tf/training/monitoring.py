@@ -1,8 +1,8 @@
 """What a trainer watches: TensorBoard scalars and images, validation PSNR/SSIM, a progress line.
 
-Validation follows BasicSR's `calculate_psnr` / `calculate_ssim` with `test_y_channel`: images
-rounded to 8 bits, the BT.601 luma Y = 16 + 65.481 R + 128.553 G + 24.966 B (0..255 scale),
-`scale` pixels cropped from every border, SSIM with an 11x11 Gaussian window (sigma 1.5).
+Validation scores are BasicSR's `calculate_psnr` / `calculate_ssim` with `test_y_channel`, computed by
+`real_esrgan_tf.evaluation.metrics` (checked against BasicSR's code) on the 8-bit-rounded images,
+`scale` pixels cropped from every border.
 """
 
 from __future__ import annotations
@@ -13,34 +13,29 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from real_esrgan_tf.evaluation.metrics import calculate_psnr, calculate_ssim, rgb_to_y
 from real_esrgan_tf.models.layers import input_multiple
 from real_esrgan_tf.tiling import reflect_pad_to_multiple
 
-_Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
+
+def _to_uint8(images) -> np.ndarray:
+    """RGB in [0, 1] -> uint8, rounded as BasicSR's tensor2img before its metrics."""
+    return np.round(np.clip(np.asarray(images, np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def y_channel(images) -> np.ndarray:
-    """RGB in [0, 1], (..., H, W, 3) -> 8-bit-rounded luma on the 0..255 scale (..., H, W), float64."""
-    rgb = np.round(np.clip(np.asarray(images, np.float64), 0.0, 1.0) * 255.0) / 255.0
-    return rgb @ _Y_WEIGHTS + 16.0
-
-
-def _crop(y, border):
-    return y[..., border:-border, border:-border] if border else y
+    """RGB in [0, 1], (H, W, 3) -> the luma BasicSR measures on: Y of the 8-bit image, 0..255, (H, W)."""
+    return rgb_to_y(_to_uint8(images))[..., 0].astype(np.float64)
 
 
 def psnr_y(sr, gt, crop_border: int) -> float:
-    """PSNR (dB) on the Y channel of one image pair (H, W, 3) in [0, 1]."""
-    mse = np.mean((_crop(y_channel(sr), crop_border) - _crop(y_channel(gt), crop_border)) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+    """PSNR (dB) on the Y channel of one image pair (H, W, 3) in [0, 1] (`evaluation.calculate_psnr`)."""
+    return calculate_psnr(_to_uint8(sr), _to_uint8(gt), crop_border)
 
 
 def ssim_y(sr, gt, crop_border: int) -> float:
-    """SSIM on the Y channel of one image pair (H, W, 3) in [0, 1] (valid 11x11 Gaussian windows)."""
-    a = _crop(y_channel(sr), crop_border)[None, :, :, None]
-    b = _crop(y_channel(gt), crop_border)[None, :, :, None]
-    value = tf.image.ssim(tf.constant(a), tf.constant(b), max_val=255.0, filter_size=11, filter_sigma=1.5)
-    return float(value[0])
+    """SSIM on the Y channel of one image pair (H, W, 3) in [0, 1] (`evaluation.calculate_ssim`)."""
+    return calculate_ssim(_to_uint8(sr), _to_uint8(gt), crop_border)
 
 
 def validate(generator, dataset, scale: int, max_images: int) -> dict[str, float]:
