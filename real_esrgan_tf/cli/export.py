@@ -51,14 +51,6 @@ def define_flags(fv) -> None:
 
 
 
-def load_generator_for_export(model: str):
-    """Name, .pth, .weights.h5 or training folder -> keras generator."""
-    from real_esrgan_tf.weights import exported_weights_in, load_generator
-
-    source = exported_weights_in(model) if os.path.isdir(model) else model
-    return load_generator(source)
-
-
 def _calibration_photos(folder: str | None) -> list[np.ndarray]:
     from real_esrgan_tf.images import read_image
 
@@ -73,10 +65,11 @@ def _calibration_photos(folder: str | None) -> list[np.ndarray]:
 def run(fv) -> int:
     from real_esrgan_tf.export import ServingConfig, degraded_lq_crops, export_saved_model, export_tflite
     from real_esrgan_tf.images import ImageError
+    from real_esrgan_tf.serve.loading import load_keras_generator
     from real_esrgan_tf.weights import WeightsError
 
     try:
-        generator = load_generator_for_export(fv.model)
+        generator = load_keras_generator(fv.model)  # name, .pth, .weights.h5 or training folder
         if fv.format == "saved_model":
             path = export_saved_model(
                 generator, fv.output, version=fv.version, config=ServingConfig(fv.tile, fv.tile_pad)

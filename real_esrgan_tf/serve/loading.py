@@ -57,11 +57,13 @@ def _load_tflite(spec: str, act: str | None):
         raise ModelLoadError(message if spec in message else f"{spec}: {message}") from None
 
 
-def _load_keras(spec: str, act: str | None):
+def load_keras_generator(spec: str, act: str | None = None):
+    """A Keras generator from a name, weights file or training model_dir (its EMA generator);
+    ModelLoadError (one line) otherwise."""
     from real_esrgan_tf import weights
 
-    source = weights.exported_weights_in(spec) if os.path.isdir(spec) else spec
     try:
+        source = weights.exported_weights_in(spec) if os.path.isdir(spec) else spec
         return weights.load_generator(source, act=act)
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
         message = _first_line(e)
@@ -110,11 +112,11 @@ def load_upscale_model(
                 return LoadedModel(SavedModelGenerator(saved), None)
             except SavedModelError as e:
                 raise ModelLoadError(str(e)) from None
-    model = _load_keras(spec, act)
+    model = load_keras_generator(spec, act)
     if GENERAL_X4V3 in os.path.basename(spec) and denoise_strength != 1.0:
         wdn = wdn_path(spec, wdn_model)
         if os.path.isfile(wdn):
-            model = blend_generators(model, _load_keras(wdn, act), denoise_strength)
+            model = blend_generators(model, load_keras_generator(wdn, act), denoise_strength)
         elif denoise_requested or wdn_model:
             raise ModelLoadError(f"{wdn}: wdn weights for --denoise_strength not found")
         else:
