@@ -12,7 +12,7 @@ import tensorflow as tf
 from real_esrgan_tf.degradations import DegradationConfig, TrainingPairPool, USMSharp, sample_kernels
 from real_esrgan_tf.models import RRDBNet, UNetDiscriminatorSN
 from real_esrgan_tf.training import monitoring
-from real_esrgan_tf.training.build import build_run
+from real_esrgan_tf.training.build import build_generator, build_run
 from real_esrgan_tf.training.checkpoints import TrainingCheckpoint
 from real_esrgan_tf.training.config import (
     PIPELINE_DIR,
@@ -104,6 +104,7 @@ def test_time_to_quality_recipe_is_the_issue_12_stage1_and_switches_to_stage2():
     c = load_pipeline("bench_compact_x4_stage1")
     g, t = c.generator, c.train
     assert (g.arch.value, g.num_feat, g.num_conv, g.act) == ("srvgg_compact", 64, 32, "prelu")
+    assert g.init == "dirac"  # the one change from the official recipe (BUILD_NOTES "Time to quality")
     assert (t.stage, t.data, t.scale) == (Stage.REALESRNET, DataKind.SYNTHETIC, 4)
     assert (t.batch_size_per_replica, t.gt_size, t.crop_size, t.ema_decay) == (12, 128, 400, 0.999)
     assert not c.uses_perceptual and not c.uses_discriminator and c.losses.l1_gt_usm
@@ -113,6 +114,19 @@ def test_time_to_quality_recipe_is_the_issue_12_stage1_and_switches_to_stage2():
         ['train.stage="realesrgan"', "losses.gan_weight=0.1", "losses.perceptual_weight=0.0"],
     )
     assert gan.uses_discriminator and not gan.uses_perceptual and gan.train.gt_size % 32 == 0
+
+
+def test_generator_init_reaches_the_built_generator_and_is_validated():
+    config = load_pipeline("bench_compact_x4_stage1", ["generator.num_conv=2", "generator.num_feat=8"])
+    body = build_generator(config).get_layer("body_2").kernel.numpy()
+    np.testing.assert_allclose(body[1, 1], np.eye(8), atol=0.1 * np.sqrt(3 * 2 / 1.0625 / 72))
+    assert load_pipeline("realesr_general_x4v3_compact").generator.init == "dirac"  # from scratch too
+    default = build_generator(load_pipeline("bench_compact_x4_stage1", ['generator.init="default"']))
+    assert default.init == "default"
+    with pytest.raises(ConfigError, match="generator.init"):
+        load_pipeline("realesrgan_x4plus", ['generator.init="dirac"'])
+    with pytest.raises(ConfigError, match="generator.init"):
+        load_pipeline("bench_compact_x4_stage1", ['generator.init="zeros"'])
 
 
 def test_set_overrides_are_typed_and_reach_the_degradation():

@@ -8,9 +8,31 @@ from __future__ import annotations
 
 import keras
 
+from real_esrgan_tf.models.initializers import PRELU_GAIN2, DiracUniform
 from real_esrgan_tf.models.layers import PixelShuffle, input_dtype, model_from_config, serialize_dtype
 
 ACTIVATIONS = ("prelu", "relu", "leakyrelu")
+INITS = ("default", "dirac")
+
+
+def _kernel_initializers(init: str, num_conv: int) -> list:
+    """One kernel initialiser per conv (first, num_conv body convs, last).
+
+    "default": PyTorch's nn.Conv2d default, kaiming_uniform(a=sqrt(5)) (what the official code uses;
+        the biases start at zero here). Right for loading weights; from scratch the deep plain stack
+        starts as the exact nearest upsampling (see models/initializers.py).
+    "dirac": He-uniform for PReLU 0.25 on the first conv, identity + 0.1 noise on the body
+        (`DiracUniform`), He-uniform x 0.01 on the last conv (the net starts close to the nearest
+        upsampling but with signal and gradients through every layer). For training from scratch.
+    """
+    if init == "default":
+        first = body = last = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+        return [first] + [body] * num_conv + [last]
+    if init == "dirac":
+        first = keras.initializers.VarianceScaling(PRELU_GAIN2, "fan_in", "uniform")
+        last = keras.initializers.VarianceScaling(PRELU_GAIN2 * 0.01**2, "fan_in", "uniform")
+        return [first] + [DiracUniform(0.1) for _ in range(num_conv)] + [last]
+    raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 
 def _activation(act: str, num_feat: int, name: str, dtype):
@@ -39,6 +61,8 @@ class SRVGGNetCompact(keras.Model):
       num_in_ch, num_out_ch: image channels (3). num_feat: features (64).
       num_conv: body convolutions (16 animevideov3, 32 general-x4v3). upscale: 2, 3 or 4.
       act: "prelu" (official default, per-channel slopes), "relu" or "leakyrelu" (slope 0.1).
+      init: kernel initialisation, "default" (PyTorch's, as the official code) or "dirac" (identity
+        body convs: trains from scratch far sooner; BUILD_NOTES "Time to quality").
       dtype: layer dtype or policy name.
     Call: `model(lq)` with lq [B, H, W, num_in_ch] in [0, 1] -> [B, H*upscale, W*upscale, num_out_ch].
     """
@@ -51,14 +75,15 @@ class SRVGGNetCompact(keras.Model):
         num_conv: int = 16,
         upscale: int = 4,
         act: str = "prelu",
+        init: str = "default",
         dtype=None,
         **kwargs,
     ):
-        init = keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+        inits = iter(_kernel_initializers(init, num_conv))
 
         def conv(filters, name):
             return keras.layers.Conv2D(
-                filters, 3, padding="same", kernel_initializer=init, name=name, dtype=dtype
+                filters, 3, padding="same", kernel_initializer=next(inits), name=name, dtype=dtype
             )
 
         inputs = keras.Input((None, None, num_in_ch), name="lq", dtype=input_dtype(dtype))
@@ -84,6 +109,7 @@ class SRVGGNetCompact(keras.Model):
         self.upscale = upscale
         self.scale = upscale
         self.act = act
+        self.init = init
         self._layer_dtype = dtype
 
     def get_config(self):
@@ -95,6 +121,7 @@ class SRVGGNetCompact(keras.Model):
             "num_conv": self.num_conv,
             "upscale": self.upscale,
             "act": self.act,
+            "init": self.init,
             "dtype": serialize_dtype(self._layer_dtype),
         }
 

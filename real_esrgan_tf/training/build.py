@@ -54,7 +54,9 @@ def build_generator(config: PipelineConfig) -> keras.Model:
     g, scale = config.generator, config.train.scale
     if g.arch is GeneratorArch.RRDBNET:
         return RRDBNet(scale=scale, num_feat=g.num_feat, num_block=g.num_block, num_grow_ch=g.num_grow_ch)
-    return SRVGGNetCompact(num_feat=g.num_feat, num_conv=g.num_conv, upscale=scale, act=g.act)
+    return SRVGGNetCompact(
+        num_feat=g.num_feat, num_conv=g.num_conv, upscale=scale, act=g.act, init=g.init
+    )
 
 
 def build_discriminator(config: PipelineConfig) -> keras.Model:

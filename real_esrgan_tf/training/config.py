@@ -77,6 +77,9 @@ class GeneratorConfig:
     num_grow_ch: int = 32  # RRDBNet
     num_conv: int = 32  # SRVGGNetCompact
     act: str = "prelu"  # SRVGGNetCompact
+    # SRVGGNetCompact kernel init: "default" (PyTorch's, as the official code) or "dirac" (identity body
+    # convs; from scratch it leaves the nearest-upsampling plateau in minutes instead of hours).
+    init: str = "default"
 
 
 @dataclasses.dataclass
@@ -193,6 +196,10 @@ class PipelineConfig:
             raise ConfigError(f"train.ema_decay: {t.ema_decay} is outside [0, 1)")
         if self.generator.arch is GeneratorArch.SRVGG_COMPACT and t.scale == 1:
             raise ConfigError("generator.arch: srvgg_compact needs scale >= 2")
+        if self.generator.init not in ("default", "dirac"):
+            raise ConfigError(f"generator.init: {self.generator.init!r} is not 'default' or 'dirac'")
+        if self.generator.init != "default" and self.generator.arch is not GeneratorArch.SRVGG_COMPACT:
+            raise ConfigError("generator.init: 'dirac' is for generator.arch srvgg_compact only")
         vgg_layers = {f"conv{b}_{c}" for b, n, _ in VGG19_BLOCKS for c in range(1, n + 1)}
         for name in self.losses.perceptual_layer_weights:
             if name not in vgg_layers:
