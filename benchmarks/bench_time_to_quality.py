@@ -154,15 +154,15 @@ def score(generator, pairs, scale: int, niqe: bool = False) -> dict[str, float]:
 def reinitialise(trainer, scheme: str, last_scale: float, seed: int) -> dict:
     """Re-draws the generator's conv weights (before any step) and copies them into the EMA generator.
 
-    "keras": as built (the official kaiming_uniform(a=sqrt(5)) kernels, zero biases): through 34
-        layers the residual branch's signal vanishes (|residual| ~1e-13 levels at init), so the output
-        is the nearest upsampling and the gradients reaching the body are as small.
+    "recipe": as the pipeline builds it (`generator.init`: "dirac" in the benchmark recipe; "default"
+        = the official kaiming_uniform(a=sqrt(5)) kernels with zero biases, through which the
+        residual branch's signal vanishes: |residual| ~1e-13 levels at init, SR = nearest upsampling).
     "torch": PyTorch's nn.Conv2d defaults, which the official code keeps: the same kernels plus biases
         uniform(+-1/sqrt(fan_in)).
     "he": kaiming_uniform for PReLU slope 0.25 (gain^2 = 2 / (1 + 0.25^2)), which keeps the signal
         through the body; the last conv is multiplied by `last_scale` so the net starts close to the
         nearest upsampling but with gradients of a useful size everywhere.
-    Returns {"scheme", "last_scale", "initial_abs_residual_levels"} (on a fixed random LQ).
+    Returns {"scheme", "last_scale", "generator_init", "initial_abs_residual_levels"} (fixed random LQ).
     """
     import keras
     import numpy as np
@@ -171,7 +171,7 @@ def reinitialise(trainer, scheme: str, last_scale: float, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     convs = [layer for layer in generator.layers if isinstance(layer, keras.layers.Conv2D)]
     for i, conv in enumerate(convs):
-        if scheme == "keras":
+        if scheme == "recipe":
             break
         shape = tuple(conv.kernel.shape)
         fan_in = int(np.prod(shape[:3]))
@@ -182,7 +182,7 @@ def reinitialise(trainer, scheme: str, last_scale: float, seed: int) -> dict:
             bound = np.sqrt(3.0 * 2.0 / (1.0 + 0.25**2) / fan_in)
             conv.bias.assign(np.zeros(conv.bias.shape, np.float32))
         else:
-            raise SystemExit(f"--init {scheme!r}: not keras, torch or he")
+            raise SystemExit(f"--init {scheme!r}: not recipe, torch or he")
         kernel = rng.uniform(-bound, bound, shape)
         if scheme == "he" and i == len(convs) - 1:
             kernel *= last_scale
@@ -192,7 +192,11 @@ def reinitialise(trainer, scheme: str, last_scale: float, seed: int) -> dict:
     sr = np.asarray(generator(lq, training=False), np.float32)
     nearest = np.repeat(np.repeat(lq, 4, axis=1), 4, axis=2)
     residual = float(np.mean(np.abs(sr - nearest)) * 255.0)
-    return {"scheme": scheme, "last_scale": last_scale, "initial_abs_residual_levels": residual}
+    return {
+        "scheme": scheme, "last_scale": last_scale if scheme == "he" else None,
+        "generator_init": getattr(generator, "init", None) if scheme == "recipe" else None,
+        "initial_abs_residual_levels": residual,
+    }
 
 
 def train_for(
@@ -300,7 +304,9 @@ def plot(path: str, curve: list[dict], baselines: dict, title: str, stage2: dict
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--minutes", type=float, default=60.0, help="stage-1 training budget (wall clock)")
+    p.add_argument("--minutes", type=float, default=60.0,
+                   help="stage-1 training budget (wall clock); 0 with --set init.generator=G.weights.h5 "
+                   "scores that generator and runs only stage 2 from it")
     p.add_argument("--eval_every_minutes", type=float, default=5.0)
     p.add_argument("--pipeline", default=PIPELINE)
     p.add_argument("--lr", type=float, help="optimizer.g_lr (recipe: 2e-4)")
@@ -311,8 +317,8 @@ def main(argv=None) -> dict:
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"))
     p.add_argument("--xla", choices=("off", "model_step", "full_step"))
     p.add_argument("--seed", type=int, help="train.seed")
-    p.add_argument("--init", choices=("keras", "torch", "he"), default="keras",
-                   help="generator initialisation (see reinitialise); keras: as the recipe builds it")
+    p.add_argument("--init", choices=("recipe", "torch", "he"), default="recipe",
+                   help="generator initialisation (see reinitialise); recipe: generator.init of the pipeline")
     p.add_argument("--init_last_scale", type=float, default=0.01, help="--init he: last conv factor")
     p.add_argument("--count_first_step", action="store_true",
                    help="count the first step (graph tracing + XLA compile) in the budget and the curve")
@@ -432,6 +438,7 @@ def main(argv=None) -> dict:
         budget2 = args.stage2_minutes * 60
         timing2 = train_for(run2, data, budget2, every, evaluate2, log, args.count_first_step)
         after = score(run2.trainer.ema_generator, pairs, t.scale, niqe=True)
+        g_after = score(run2.trainer.generator, pairs, t.scale, niqe=True)  # the EMA lags a short stage 2
         from real_esrgan_tf.evaluation import calculate_niqe
 
         bicubic = [pillow_upscale(lq, gt, "bicubic") for lq, gt in pairs]
@@ -445,7 +452,7 @@ def main(argv=None) -> dict:
                 if args.stage2_perceptual == "random"
                 else "off (perceptual_weight 0: no VGG19 weights offline)"
             ),
-            "ema_before": before, "ema_after": after,
+            "ema_before": before, "ema_after": after, "g_after": g_after,
             "niqe_pillow_bicubic": bicubic_niqe,
             "curve": [dict(c, minutes=round(offset + c["minutes"], 3)) for c in curve2],
             "steps_per_second": timing2["steps_per_second"], "steps": timing2["steps"],
@@ -454,10 +461,15 @@ def main(argv=None) -> dict:
         }
     result["eval_seconds"] = eval_seconds[0]
     if args.plot:
+        init_label = config.generator.init if args.init == "recipe" else args.init
+        what = "stage 1 from scratch"
+        if config.init.generator:
+            init_label = f"from {os.path.basename(config.init.generator)}"
+            what = "stage 1 from a saved generator" if args.minutes else "stage 2 from a saved generator"
         title = (
-            f"SRVGGNetCompact x4 stage 1 from scratch, {records} crops, {len(pairs)} val pairs\n"
+            f"SRVGGNetCompact x4 {what}, {records} crops, {len(pairs)} val pairs\n"
             f"lr {config.optimizer.g_lr:g}, EMA {t.ema_decay:g}, batch {t.batch_size_per_replica}, "
-            f"GT {t.gt_size}, {t.precision}, init {args.init}; "
+            f"GT {t.gt_size}, {t.precision}, init {init_label}; "
             f"load avg {load_start[0]:.1f} on {os.cpu_count()} CPUs"
         )
         xlabel = "training minutes (CPU wall clock; evaluation{} excluded)".format(
