@@ -1,6 +1,8 @@
 # The commands: `make demo`, `make test` (everything, as CI) and `make test-fast` (the edit loop: no
 # tests marked slow). All create .venv and install first.
 PYTHON ?= python3.11
+# pytest-xdist workers; tests of one module share a worker (module fixtures are built once).
+TEST_WORKERS ?= 2
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -22,10 +24,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(wildcard real_esrgan_tf tests benchmarks pipelines)
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15 tests
 
 test-fast: $(STAMP) lint
-	$(PY) -m pytest -q --durations=10 -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=10 -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) results

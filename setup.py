@@ -15,6 +15,7 @@ EXTRAS = {
     "bench": ["matplotlib"],
     "test": [
         "pytest",
+        "pytest-xdist",  # make test: two workers (TEST_WORKERS)
         "ruff",
         "ncnn",  # CPU runtime: the reference for our outputs
         "scikit-image",  # real sample photographs
