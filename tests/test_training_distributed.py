@@ -5,12 +5,9 @@ Paired data (no random degradation), so both runs see identical LQ; D, perceptua
 the EMA are all in the step.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
+
+from tests.script_result import run_script
 
 SCRIPT = r"""
 import json
@@ -75,14 +72,7 @@ print("RESULT " + json.dumps({"replicas": mirrored.num_replicas_in_sync, "diffs"
 
 @pytest.fixture(scope="module")
 def result():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=root, timeout=600
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT ") :])
+    return run_script(SCRIPT, timeout=600)
 
 
 @pytest.mark.slow
@@ -141,14 +131,7 @@ def test_xla_model_step_runs_under_two_replicas_and_equals_graph_mode():
     trace (`merge_call` from the optimizers and the SN state inside the compiled function). Two steps
     equal graph mode to float32 rounding of a differently fused computation (metrics 1e-5 relative,
     weights within 5 % of one Adam step)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(
-        [sys.executable, "-c", XLA_SCRIPT], capture_output=True, text=True, env=env, cwd=root, timeout=600
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT ") :])
+    result = run_script(XLA_SCRIPT, timeout=600)
     # Weights: Adam (torch's, eps 1e-8) divides each gradient by |g| + 1e-8, so float32 rounding of a
     # near-zero gradient (a differently fused sum) can move that element's update by a few % of the
     # learning rate (smoke: 2e-3); 1e-4 is 5 % of one step. Measured 2.6e-5 (1e-6 with Keras' Adam).

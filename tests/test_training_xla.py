@@ -7,11 +7,6 @@ training-pair pool run inside the 2-replica step, each replica on its own random
 `model_step` under two replicas is checked in test_training_distributed.py.
 """
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,6 +15,7 @@ from real_esrgan_tf.degradations import sample_kernels
 from real_esrgan_tf.training.build import build_run
 from real_esrgan_tf.training.config import XlaScope, load_pipeline
 from real_esrgan_tf.training.strategy import make_train_function, resolve_xla
+from tests.script_result import run_script
 
 
 def _crops(photos):
@@ -130,15 +126,7 @@ print("RESULT " + json.dumps(out))
 
 @pytest.mark.slow
 def test_two_replicas_degrade_and_pool_inside_the_distributed_step(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = SCRIPT.replace("MODEL_DIR", str(tmp_path / "run"))
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=root, timeout=900
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT ") :])
+    result = run_script(SCRIPT.replace("MODEL_DIR", str(tmp_path / "run")), timeout=900)
     assert result["replicas"] == 2 and result["auto"] == "off" and result["resolved"] == "off"
     assert result["step"] == 2 and result["pointers"] == [4, 4]  # each replica queued its 2 x 2 pairs
     assert all(np.isfinite(v) for m in result["metrics"] for v in m.values())
