@@ -1,6 +1,7 @@
 """Training: recipes/config, EMA formula, checkpoint resume, mixed precision, XLA + GPU kernels, smoke."""
 
 import dataclasses
+import json
 import math
 import os
 
@@ -567,9 +568,35 @@ def test_strategy_errors_are_one_line_and_default_is_chief(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(StrategyError, match="multi_worker: TF_CONFIG is not valid JSON"):
         make_strategy("multi_worker")
+    one_worker = {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(one_worker))
+    with pytest.raises(StrategyError, match="multi_worker: heartbeat timeout must be > 0 s, got 0"):
+        make_strategy("multi_worker", heartbeat_timeout_seconds=0)
     with pytest.raises(ValueError):
         make_strategy("horovod")
     assert is_chief(make_strategy("default"))
+
+
+def test_multi_worker_coordination_service_gets_our_heartbeat_timeout():
+    """The configuration MultiWorkerMirroredStrategy would make itself, plus the heartbeat timeout
+    (TF's own 10 s declared a healthy but busy worker lost; a frozen worker was then noticed after
+    10.4 s, with the 60 s default after 43 s: BUILD_NOTES)."""
+    import tensorflow as tf
+
+    from real_esrgan_tf.training.config import DEFAULT_HEARTBEAT_TIMEOUT_SECONDS
+    from real_esrgan_tf.training.strategy import coordination_service_config
+
+    assert DEFAULT_HEARTBEAT_TIMEOUT_SECONDS == 60.0
+    spec = tf.train.ClusterSpec({"chief": ["10.0.0.1:2222"], "worker": ["10.0.0.2:2222", "10.0.0.3:2222"]})
+    config = coordination_service_config(spec, 12.5)
+    assert config["service_type"] == "standalone"
+    assert config["service_leader"] == "/job:chief/replica:0/task:0"  # the chief hosts the service
+    assert [(j.name, j.num_tasks) for j in config["coordinated_jobs"]] == [("chief", 1), ("worker", 2)]
+    assert config["heartbeat_timeout_in_ms"] == 12500
+    workers_only = coordination_service_config(tf.train.ClusterSpec({"worker": ["a:1", "b:1"]}), 60)
+    assert workers_only["service_leader"] == "/job:worker/replica:0/task:0"
+    assert [(j.name, j.num_tasks) for j in workers_only["coordinated_jobs"]] == [("worker", 2)]
+    assert workers_only["heartbeat_timeout_in_ms"] == 60000
 
 
 def test_x2_and_x1_start_from_x4_weights_except_conv_first():

@@ -9,7 +9,8 @@ is written to MODEL_DIR/ema_generator.weights.h5 (`upscale --model` loads it).
 Ctrl-C or SIGTERM (a cluster preempting the job): every worker stops after the current step, a
 checkpoint of that step is written and the exit code is 130 / 143; the same command resumes there.
 A worker stopped because another one was signalled exits 143 too. A worker that loses a peer
-(killed, host gone) prints one line and exits 1 at once: restart the cluster to resume.
+(killed, host gone) prints one line and exits 1 at once: restart the cluster to resume. A peer
+that is frozen or unreachable counts as lost after --heartbeat_timeout seconds.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 from absl import flags, logging
 
 from real_esrgan_tf.cli.signals import StopRequest, exit_code
-from real_esrgan_tf.training.config import StrategyKind
+from real_esrgan_tf.training.config import DEFAULT_HEARTBEAT_TIMEOUT_SECONDS, StrategyKind
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -35,6 +36,12 @@ def define_flags(fv: flags.FlagValues) -> None:
     )
     flags.DEFINE_string(
         "tpu", "", "TPU name or address for --strategy tpu (empty: auto-detect).", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "heartbeat_timeout",
+        DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
+        "multi_worker: seconds without a heartbeat before a worker counts as lost (TF's own: 10).",
+        flag_values=fv,
     )
     flags.DEFINE_multi_string(
         "set", [], "Override a pipeline value: --set train.total_steps=1000.", flag_values=fv
@@ -78,7 +85,7 @@ def run(fv: flags.FlagValues) -> int:
     try:
         # Before the handlers: MultiWorkerMirroredStrategy starts TensorFlow's coordination service,
         # whose preemption notifier takes SIGTERM over at the C level (it would swallow it unseen).
-        strategy = make_strategy(fv.strategy, fv.tpu)
+        strategy = make_strategy(fv.strategy, fv.tpu, fv.heartbeat_timeout)
         with stop:
             run_ = build_run(config, fv.model_dir, strategy, resume=fv.resume)
             print(

@@ -64,6 +64,13 @@ class StrategyKind(enum.StrEnum):
     TPU = "tpu"
 
 
+# `train --strategy multi_worker`: seconds without a heartbeat before the cluster declares a worker
+# lost. TF's own default (10 s) killed a healthy 2-worker run here when the hosts were busy (a
+# worker's heartbeat RPC timed out while both traced their first step next to other jobs; BUILD_NOTES
+# "Preemption and multi-worker"). A worker that dies is still noticed at once: the next collective fails.
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 60.0
+
+
 class DataKind(enum.StrEnum):
     SYNTHETIC = "synthetic"  # GT crops degraded on the fly (the Real-ESRGAN recipe)
     PAIRED = "paired"  # ready-made (LQ, GT) pairs (fine-tuning)

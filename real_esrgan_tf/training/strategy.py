@@ -13,14 +13,37 @@ import os
 
 import tensorflow as tf
 
-from real_esrgan_tf.training.config import StrategyKind, XlaScope
+from real_esrgan_tf.training.config import DEFAULT_HEARTBEAT_TIMEOUT_SECONDS, StrategyKind, XlaScope
 
 
 class StrategyError(RuntimeError):
     """The requested strategy cannot be set up here (one line: which and why)."""
 
 
-def make_strategy(kind: StrategyKind | str, tpu: str = "") -> tf.distribute.Strategy:
+def coordination_service_config(cluster_spec: tf.train.ClusterSpec, heartbeat_timeout_seconds: float) -> dict:
+    """What MultiWorkerMirroredStrategy would configure itself (a standalone coordination service on
+    the leader, every chief/worker task coordinated), with our heartbeat timeout."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster_spec.num_tasks(job))
+        for job in ("chief", "worker")
+        if job in cluster_spec.jobs
+    ]
+    return {
+        "service_type": "standalone",
+        "service_leader": multi_worker_util.coordination_leader(cluster_spec),
+        "coordinated_jobs": jobs,
+        "heartbeat_timeout_in_ms": int(round(heartbeat_timeout_seconds * 1000)),
+    }
+
+
+def make_strategy(
+    kind: StrategyKind | str,
+    tpu: str = "",
+    heartbeat_timeout_seconds: float = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
+) -> tf.distribute.Strategy:
     kind = StrategyKind(kind)
     if kind is StrategyKind.DEFAULT:
         return tf.distribute.get_strategy()
@@ -33,7 +56,16 @@ def make_strategy(kind: StrategyKind | str, tpu: str = "") -> tf.distribute.Stra
             json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as e:
             raise StrategyError(f"multi_worker: TF_CONFIG is not valid JSON ({e})") from None
+        if heartbeat_timeout_seconds <= 0:
+            raise StrategyError(
+                f"multi_worker: heartbeat timeout must be > 0 s, got {heartbeat_timeout_seconds:g}"
+            )
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        from tensorflow.python.eager import context  # no public API configures the coordination service
+
+        # The strategy keeps a configuration made before it (it only fills in an absent one).
+        config = coordination_service_config(resolver.cluster_spec(), heartbeat_timeout_seconds)
+        context.context().configure_coordination_service(**config)
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
