@@ -284,7 +284,8 @@ def test_sigkilled_worker_cluster_resumes_with_nothing_lost_or_duplicated(scenar
     mirrored = _variables(os.path.join(scenario["reference_dir"], "checkpoints", f"ckpt-{TOTAL_STEPS}"))
     assert int(next(v for k, v in cluster.items() if k.startswith("step/"))) == TOTAL_STEPS
     key, diff = _max_relative_difference(cluster, mirrored)
-    print(f"resumed 2-worker run vs uninterrupted 2 replicas at step {TOTAL_STEPS}: max relative diff {diff:.3g} ({key})")
+    print(f"resumed 2-worker run vs uninterrupted 2 replicas at step {TOTAL_STEPS}: "
+          f"max relative diff {diff:.3g} ({key})")
     assert diff <= RELATIVE_TOLERANCE, (key, diff)
 
 
