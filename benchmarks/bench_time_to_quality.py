@@ -10,7 +10,7 @@ Y-PSNR as BasicSR computes it (crop_border = scale; SR rounded to uint8 as Basic
 The classical upsamplers (Pillow's Image.resize: bicubic, bilinear, Lanczos, nearest; and MATLAB
 bicubic, `evaluation.bicubic_upscale`) are scored on the same LQ. Evaluation time is not counted in
 the budget. Optional stage 2 (`--stage2_minutes`): the GAN recipe from the stage-1 EMA generator,
-with NIQE (BasicSR's) of the validation SR before and after.
+with Y-PSNR and NIQE (BasicSR's) of the EMA and the raw generator at every evaluation.
 
 Prints ONE JSON line; writes a PNG plot of the curve with the baselines as horizontal lines
 (matplotlib: `pip install -e .[bench]`).
@@ -278,10 +278,15 @@ def plot(path: str, curve: list[dict], baselines: dict, title: str, stage2: dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    with_niqe = bool(stage2) and "niqe_ema" in stage2["curve"][0]
+    if with_niqe:
+        fig, (ax, ax_niqe) = plt.subplots(1, 2, figsize=(13, 5), dpi=100, width_ratios=(3, 2))
+    else:
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     minutes = [c["minutes"] for c in curve]
-    ax.plot(minutes, [c["psnr_ema"] for c in curve], "o-", label="EMA generator")
-    ax.plot(minutes, [c["psnr_g"] for c in curve], "s--", label="raw generator", alpha=0.7)
+    if len(curve) > 1:  # stage 1 ran (not only a saved generator scored at minute 0)
+        ax.plot(minutes, [c["psnr_ema"] for c in curve], "o-", label="EMA generator")
+        ax.plot(minutes, [c["psnr_g"] for c in curve], "s--", label="raw generator", alpha=0.7)
     styles = iter(zip(["-", "--", "-.", ":", (0, (5, 1))], ["C2", "C3", "C4", "C5", "C7"], strict=True))
     for name, value in sorted(baselines.items(), key=lambda kv: -kv[1]):
         style, color = next(styles)
@@ -290,9 +295,22 @@ def plot(path: str, curve: list[dict], baselines: dict, title: str, stage2: dict
         s2 = stage2["curve"]
         s2_minutes, s2_psnr = [c["minutes"] for c in s2], [c["psnr_ema"] for c in s2]
         ax.plot(s2_minutes, s2_psnr, "^-", color="black", label="stage 2 EMA (GAN)")
+        if with_niqe:
+            ax.plot(s2_minutes, [c["psnr_g"] for c in s2], "v--", color="gray", label="stage 2 raw G (GAN)")
+            ax_niqe.plot(s2_minutes, [c["niqe_ema"] for c in s2], "^-", color="black", label="stage 2 EMA")
+            ax_niqe.plot(s2_minutes, [c["niqe_g"] for c in s2], "v--", color="gray", label="stage 2 raw G")
+            ax_niqe.axhline(stage2["niqe_pillow_bicubic"], color="C2", linewidth=1,
+                            label=f"pillow_bicubic {stage2['niqe_pillow_bicubic']:.2f}")
+            ax_niqe.set_xlabel("training minutes (stage 2)")
+            ax_niqe.set_ylabel("validation NIQE (BasicSR, lower is better)")
+            ax_niqe.grid(True, alpha=0.3)
+            ax_niqe.legend(fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation Y-PSNR (dB, BasicSR, crop_border = scale)")
-    ax.set_title(title, fontsize=9)
+    if with_niqe:
+        fig.suptitle(title, fontsize=9)
+    else:
+        ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -369,14 +387,22 @@ def main(argv=None) -> dict:
 
     curve, eval_seconds = [], [0.0]
 
-    def make_evaluate(run, points):
+    def make_evaluate(run, points, niqe=False):
         def evaluate(minutes, step):
             s = time.perf_counter()
-            ema = score(run.trainer.ema_generator, pairs, t.scale)["psnr_y"]
-            raw = score(run.trainer.generator, pairs, t.scale)["psnr_y"]
-            points.append({"minutes": round(minutes, 3), "step": step, "psnr_ema": ema, "psnr_g": raw})
+            ema = score(run.trainer.ema_generator, pairs, t.scale, niqe)
+            raw = score(run.trainer.generator, pairs, t.scale, niqe)
+            point = {"minutes": round(minutes, 3), "step": step}
+            point.update(psnr_ema=ema["psnr_y"], psnr_g=raw["psnr_y"])
+            if niqe:
+                point.update(niqe_ema=ema["niqe"], niqe_g=raw["niqe"])
+            points.append(point)
             eval_seconds[0] += time.perf_counter() - s
-            log(f"  eval {minutes:.2f} min step {step}: EMA {ema:.3f} dB, G {raw:.3f} dB")
+            line = f"  eval {minutes:.2f} min step {step}: "
+            line += f"EMA {ema['psnr_y']:.3f} dB, G {raw['psnr_y']:.3f} dB"
+            if niqe:
+                line += f"; NIQE EMA {ema['niqe']:.3f}, G {raw['niqe']:.3f}"
+            log(line)
         return evaluate
 
     stage1_dir = os.path.join(work_dir, "stage1")
@@ -434,7 +460,7 @@ def main(argv=None) -> dict:
         run2 = build_run(config2, os.path.join(work_dir, "stage2"), resume=False)
         curve2 = []
         every = (args.stage2_eval_every_minutes or args.eval_every_minutes) * 60
-        evaluate2 = make_evaluate(run2, curve2)
+        evaluate2 = make_evaluate(run2, curve2, niqe=True)  # stage 2 trades PSNR for NIQE: track both
         budget2 = args.stage2_minutes * 60
         timing2 = train_for(run2, data, budget2, every, evaluate2, log, args.count_first_step)
         after = score(run2.trainer.ema_generator, pairs, t.scale, niqe=True)
@@ -472,6 +498,14 @@ def main(argv=None) -> dict:
             f"GT {t.gt_size}, {t.precision}, init {init_label}; "
             f"load avg {load_start[0]:.1f} on {os.cpu_count()} CPUs"
         )
+        if "stage2" in result:
+            c2 = config2
+            title += (
+                f"\nstage 2 ({c2.train.stage.value}): G lr {c2.optimizer.g_lr:g}, "
+                f"D lr {c2.optimizer.d_lr:g}, "
+                f"GAN weight {c2.losses.gan_weight:g}, perceptual {c2.losses.perceptual_weight:g}, "
+                f"EMA {c2.train.ema_decay:g}; {result['stage2']['steps']} steps"
+            )
         xlabel = "training minutes (CPU wall clock; evaluation{} excluded)".format(
             "" if args.count_first_step else " and the first step's compile"
         )
