@@ -9,8 +9,8 @@ is written to MODEL_DIR/ema_generator.weights.h5 (`upscale --model` loads it).
 Ctrl-C or SIGTERM (a cluster preempting the job): every worker stops after the current step, a
 checkpoint of that step is written and the exit code is 130 / 143; the same command resumes there.
 A worker stopped because another one was signalled exits 143 too. A worker that loses a peer
-(killed, host gone) prints one line and exits 1 at once: restart the cluster to resume. A peer
-that is frozen or unreachable counts as lost after --heartbeat_timeout seconds.
+(killed, host gone) prints one line and exits 1, mostly within seconds (a collective fails), at the
+latest after --heartbeat_timeout seconds without a heartbeat: restart the cluster to resume.
 """
 
 from __future__ import annotations

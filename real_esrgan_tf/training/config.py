@@ -67,7 +67,8 @@ class StrategyKind(enum.StrEnum):
 # `train --strategy multi_worker`: seconds without a heartbeat before the cluster declares a worker
 # lost. TF's own default (10 s) killed a healthy 2-worker run here when the hosts were busy (a
 # worker's heartbeat RPC timed out while both traced their first step next to other jobs; BUILD_NOTES
-# "Preemption and multi-worker"). A worker that dies is still noticed at once: the next collective fails.
+# "Preemption and multi-worker"). A worker that dies is mostly noticed within seconds (a collective
+# fails); only when no peer was talking to it at that moment does it take the heartbeat timeout.
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 60.0
 
 
