@@ -463,8 +463,9 @@ def main(argv=None) -> dict:
         evaluate2 = make_evaluate(run2, curve2, niqe=True)  # stage 2 trades PSNR for NIQE: track both
         budget2 = args.stage2_minutes * 60
         timing2 = train_for(run2, data, budget2, every, evaluate2, log, args.count_first_step)
-        after = score(run2.trainer.ema_generator, pairs, t.scale, niqe=True)
-        g_after = score(run2.trainer.generator, pairs, t.scale, niqe=True)  # the EMA lags a short stage 2
+        last = curve2[-1]  # train_for evaluates at its last step: the models as they end
+        after = {"psnr_y": last["psnr_ema"], "niqe": last["niqe_ema"]}
+        g_after = {"psnr_y": last["psnr_g"], "niqe": last["niqe_g"]}  # the EMA lags a short stage 2
         from real_esrgan_tf.evaluation import calculate_niqe
 
         bicubic = [pillow_upscale(lq, gt, "bicubic") for lq, gt in pairs]
