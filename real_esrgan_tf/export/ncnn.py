@@ -283,8 +283,12 @@ def write_files(param_path: str, bin_path: str, param_text: str, bin_data: bytes
         raise
 
 
-def write(generator, options) -> str:
-    """Writes NAME.param and NAME.bin (fp16 weights, as the official files); returns the .param path."""
+def write_ncnn(generator, output: str, blobs: tuple[str, str] = ("data", "output")) -> str:
+    """Writes NAME.param and NAME.bin (fp16 weights, as the official files); returns the .param path.
+
+    output: a .param path, a path without suffix, or a folder (NAME = the model's name).
+    blobs: the input and output blob names.
+    """
     name = getattr(generator, "name", "generator")
     try:
         generator_scale(generator)
@@ -292,12 +296,17 @@ def write(generator, options) -> str:
         raise ExportError(
             f"{name}: not a super-resolution generator (no `scale`); only generators export to ncnn"
         ) from None
-    in_blob, out_blob = _check_blob_names(options.ncnn_blobs)
+    in_blob, out_blob = _check_blob_names(blobs)
     layers = insert_splits(ncnn_layers(generator, in_blob, out_blob))
     try:
         bin_data = format_bin(layers, fp16=True)
     except NcnnFormatError as e:
         raise ExportError(f"{name}: {e}") from None
-    param_path, bin_path = output_paths(options.output, name)
+    param_path, bin_path = output_paths(output, name)
     write_files(param_path, bin_path, format_param(layers), bin_data)
     return param_path
+
+
+def write(generator, options) -> str:
+    """`export --format ncnn` (`export.formats`): `write_ncnn` with `options.output`, `options.ncnn_blobs`."""
+    return write_ncnn(generator, options.output, options.ncnn_blobs)
