@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--model", default="realesrgan-x4plus")
     parser.add_argument("--sizes", default="64,128")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="which of " + ", ".join(CONFIGS))
     parser.add_argument("--threads", type=int, default=1,
                         help="threads of ncnn and TensorFlow (1: a shared machine; ncnn's OpenMP barriers "
                         "stall when a core is taken by another process)")
@@ -98,6 +99,7 @@ def main() -> None:
     backends = {
         name: NcnnSuperResolver(param, **{"threads": args.threads, **options})
         for name, options in CONFIGS.items()
+        if name == "default" or name in args.configs.split(",")
     }
     for side in (int(s) for s in args.sizes.split(",")):
         lq = np.ascontiguousarray(photo[100 : 100 + side, 150 : 150 + side][None])
