@@ -66,6 +66,11 @@ FORMATS: dict[str, ExportFormat] = {
             "tflite", "real_esrgan_tf.export.tflite", "the .tflite file",
             "TFLite for phones: fixed input, builtin ops, fp32/fp16/int8", extra="tflite",
         ),
+        ExportFormat(
+            "onnx", "real_esrgan_tf.export.onnx", "the .onnx file",
+            "ONNX (chaiNNer, vs-mlrt, ONNX Runtime, OpenVINO): NCHW input/output, dynamic N/H/W, --fp16",
+            extra="onnx",
+        ),
     )
 }
 
