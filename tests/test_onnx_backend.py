@@ -83,6 +83,22 @@ def test_batch_of_frames_through_upscale_batch(models, photos, tmp_path):
     assert psnr8(got, Upscaler(models["srvgg_prelu_x4"]).upscale_batch(frames)) >= 60
 
 
+@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
+def test_prelu_rewrite_is_the_same_function(fp16, models, rng):
+    """ORT runs PRelu as Relu/Mul/Add (faster on its CPU provider): same outputs, no PRelu left."""
+    content = to_bytes(models["general_x4v3_blend"], fp16=fp16)
+    rewritten = onnx.load_from_string(onnx_backend.prelu_as_relu(content))
+    onnx.checker.check_model(rewritten, full_check=True)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert "PRelu" not in ops and ops.count("Relu") == 3
+    lq = rng.random((1, 11, 13, 3), np.float32)
+    plain = onnx_backend.OnnxRuntimeGenerator(content, rewrite_prelu=False)(lq)
+    fast = onnx_backend.OnnxRuntimeGenerator(content)(lq)
+    np.testing.assert_allclose(fast, plain, atol=2e-3 if fp16 else 1e-5)
+    no_prelu = to_bytes(models["rrdbnet_x2"])
+    assert onnx_backend.prelu_as_relu(no_prelu) is no_prelu
+
+
 def test_scale_is_measured_when_the_file_has_no_metadata(models, rng):
     proto = to_model_proto(models["rrdbnet_x1"])
     del proto.metadata_props[:]
