@@ -34,6 +34,19 @@ def photo(photos):
     return photos["astronaut"][90:135, 170:207]  # 45 x 37: odd, a face edge
 
 
+@pytest.fixture(scope="module")
+def keras_upscaled(models, photo):
+    """(architecture, tile) -> the Keras Upscaler's result on `photo` (tile_pad 4), computed once."""
+    cache = {}
+
+    def get(name, tile):
+        if (name, tile) not in cache:
+            cache[name, tile] = Upscaler(models[name], tile=tile, tile_pad=4).upscale(photo)
+        return cache[name, tile]
+
+    return get
+
+
 def export(model, folder, fp16=False):
     path = str(folder / f"{model.name}{'-fp16' if fp16 else ''}.onnx")
     with open(path, "wb") as f:
@@ -44,7 +57,7 @@ def export(model, folder, fp16=False):
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("name", ["srvgg_prelu_x4", "rrdbnet_x4", "rrdbnet_x2", "rrdbnet_x1",
                                   "general_x4v3_blend"])
-def test_upscaler_on_onnx_runtime_equals_keras(name, fp16, models, photo, tmp_path):
+def test_upscaler_on_onnx_runtime_equals_keras(name, fp16, models, photo, keras_upscaled, tmp_path):
     """Whole image and tiles of 16 (+4 context): the same plan, so the same pixels up to fp noise;
     x2 / x1 go through the Upscaler's mod-pad (45 x 37 is a multiple of neither 2 nor 4)."""
     model = models[name]
@@ -52,7 +65,7 @@ def test_upscaler_on_onnx_runtime_equals_keras(name, fp16, models, photo, tmp_pa
     assert runner.scale == SCALES[name] and runner.input_size is None
     floor = 45 if fp16 else 60
     for tile in (0, 16):
-        expected = Upscaler(model, tile=tile, tile_pad=4).upscale(photo)
+        expected = keras_upscaled(name, tile)
         got = Upscaler(runner, tile=tile, tile_pad=4).upscale(photo)
         assert got.shape == expected.shape == (45 * SCALES[name], 37 * SCALES[name], 3)
         assert psnr8(got, expected) >= floor, (tile, psnr8(got, expected))
@@ -60,20 +73,19 @@ def test_upscaler_on_onnx_runtime_equals_keras(name, fp16, models, photo, tmp_pa
 
 
 @pytest.mark.parametrize("name", ["srvgg_prelu_x4", "rrdbnet_x2", "rrdbnet_x1"])
-def test_upscaler_on_openvino_equals_keras(name, models, photo, tmp_path):
+def test_upscaler_on_openvino_equals_keras(name, models, photo, keras_upscaled, tmp_path):
     runner = openvino_backend.open_model(export(models[name], tmp_path), OPTIONS)
     assert runner.scale == SCALES[name] and runner.metadata["source"] == models[name].name
     for tile in (0, 16):
-        expected = Upscaler(models[name], tile=tile, tile_pad=4).upscale(photo)
+        expected = keras_upscaled(name, tile)
         assert psnr8(Upscaler(runner, tile=tile, tile_pad=4).upscale(photo), expected) >= 60
 
 
 @pytest.mark.parametrize("backend", [onnx_backend, openvino_backend], ids=["onnxruntime", "openvino"])
-def test_from_generator_runs_a_keras_model_on_the_runtime(backend, models, photo):
-    model = models["rrdbnet_x2"]
-    runner = backend.from_generator(model, OPTIONS)
+def test_from_generator_runs_a_keras_model_on_the_runtime(backend, models, photo, keras_upscaled):
+    runner = backend.from_generator(models["rrdbnet_x2"], OPTIONS)
     assert runner.scale == 2
-    assert psnr8(Upscaler(runner).upscale(photo), Upscaler(model).upscale(photo)) >= 60
+    assert psnr8(Upscaler(runner, tile_pad=4).upscale(photo), keras_upscaled("rrdbnet_x2", 0)) >= 60
 
 
 def test_batch_of_frames_through_upscale_batch(models, photos, tmp_path):
