@@ -46,6 +46,7 @@ MODEL_JSON = "model.json"
 SHARD_BYTES = 4 * 1024 * 1024  # the converter's default shard size (browser caches like small files)
 INPUT_NAME, OUTPUT_NAME = "lq", "sr"
 _SHARD_NAME = re.compile(r"group\d+-shard\d+of\d+\.bin")
+_WEIGHTS_SUFFIX = re.compile(r"(\.weights)?\.(h5|keras|pth)$")
 
 # TF op -> the TF.js kernels that run it (empty: the graph executor computes it without a kernel).
 TFJS_KERNELS = {
@@ -262,7 +263,7 @@ def _signature(input_name: str, output_name: str) -> dict:
 
 def model_metadata(generator, *, fp16: bool, source: str) -> dict:
     """What a page needs to run the model: scale, input multiple, names (model.json userDefinedMetadata)."""
-    name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] if source else generator.name
+    name = _WEIGHTS_SUFFIX.sub("", os.path.basename(os.path.normpath(source))) if source else generator.name
     return {
         "scale": generator_scale(generator),
         "architecture": type(generator).__name__ if type(generator).__name__ != "Functional" else "keras",
@@ -309,6 +310,9 @@ def write_tfjs(generator, folder: str, *, fp16: bool = False, source: str = "") 
     """
     if os.path.exists(folder) and not (os.path.isdir(folder) and _is_previous_export(folder)):
         raise ExportError(f"{folder}: exists and is not an earlier TF.js export; choose another --output")
+    parent = os.path.dirname(os.path.abspath(folder))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise ExportError(f"{folder}: cannot write the TF.js model ({parent} is not a folder)")
     metadata = model_metadata(generator, fp16=fp16, source=source)
     graph_def, input_name, output_name = tfjs_graph(generator)
     entries, weights = _extract_weights(graph_def, fp16)
@@ -321,7 +325,6 @@ def write_tfjs(generator, folder: str, *, fp16: bool = False, source: str = "") 
         "modelTopology": json_format.MessageToDict(graph_def),
         "weightsManifest": [{"paths": [], "weights": entries}],
     }
-    parent = os.path.dirname(os.path.abspath(folder))
     tmp = os.path.join(parent, f".tmp-tfjs-{uuid.uuid4().hex}")
     old = os.path.join(parent, f".old-tfjs-{uuid.uuid4().hex}")
     try:
