@@ -268,3 +268,31 @@ def test_official_animevideov3_fp16_in_tfjs_equals_keras_on_a_photo(photos, tmp_
     assert info["metadata"]["name"] == "realesr-animevideov3" and info["metadata"]["scale"] == 4
     expected = np.clip(np.asarray(generator(lq)), 0, 1)
     assert psnr(np.clip(sr, 0, 1), expected) >= 45.0  # measured 98 dB
+
+
+@needs_tfjs
+def test_export_command_writes_a_tfjs_model_tfjs_runs(tmp_path, capsys):
+    """`real-esrgan-tf export --format tfjs --fp16` from a weights file: the table row, flags and output."""
+    from real_esrgan_tf.cli import main as cli
+    from real_esrgan_tf.weights import save_generator
+
+    generator = tiny_compact("prelu")
+    weights = str(tmp_path / "compact.weights.h5")
+    save_generator(generator, weights)
+    folder = str(tmp_path / "site" / "model")
+    assert cli.main(["real-esrgan-tf", "export", f"--model={weights}", "--format=tfjs", "--fp16",
+                     f"--output={folder}"]) == 0
+    assert capsys.readouterr().out.strip() == folder
+    x = odd_input(1, seed=5)
+    (sr,), info = run_tfjs(folder, [x], tmp_path)
+    assert info["metadata"]["source"] == weights and info["metadata"]["name"] == "compact"
+    assert info["metadata"]["fp16"] is True and psnr(sr, np.asarray(generator(x))) >= 45.0
+    # A folder that is not an earlier export: one line, exit code 1, nothing touched.
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("keep")
+    assert cli.main(["real-esrgan-tf", "export", f"--model={weights}", "--format=tfjs",
+                     f"--output={tmp_path / 'notes'}"]) == 1
+    notes = tmp_path / "notes"
+    assert capsys.readouterr().err.strip() == (
+        f"real-esrgan-tf export: {notes}: exists and is not an earlier TF.js export; choose another --output")
+    assert os.listdir(tmp_path / "notes") == ["a.txt"]

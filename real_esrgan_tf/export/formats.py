@@ -66,6 +66,11 @@ FORMATS: dict[str, ExportFormat] = {
             "tflite", "real_esrgan_tf.export.tflite", "the .tflite file",
             "TFLite for phones: fixed input, builtin ops, fp32/fp16/int8", extra="tflite",
         ),
+        ExportFormat(
+            "tfjs", "real_esrgan_tf.export.tfjs",
+            "the TF.js model folder (model.json + weight shards), new or an earlier TF.js export",
+            "TF.js graph model for the browser: any input size, --fp16 halves the download",
+        ),
     )
 }
 

@@ -344,3 +344,8 @@ def write_tfjs(generator, folder: str, *, fp16: bool = False, source: str = "") 
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def write(generator, options) -> str:
+    """`export --format tfjs`: `write_tfjs` with the command's `ExportOptions` (output, fp16, source)."""
+    return write_tfjs(generator, options.output, fp16=options.fp16, source=options.source)
