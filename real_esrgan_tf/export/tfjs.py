@@ -97,13 +97,34 @@ class ReshapePixelUnshuffle(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
+@keras.saving.register_keras_serializable(package="real_esrgan_tf")
+class ResizeNearestUpsample(keras.layers.Layer):
+    """UpSampling2D(nearest) as one ResizeNearestNeighbor: Keras' repeat is ExpandDims + Tile +
+    Reshape per axis (six ops and two full-size copies); integer factors give the same pixels."""
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(int(f) for f in size)
+
+    def call(self, x):
+        shape = tf.shape(x)
+        return tf.image.resize(x, tf.stack([shape[1] * self.size[0], shape[2] * self.size[1]]), "nearest")
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
 def _tfjs_friendly_model(generator):
-    """A functional copy sharing the generator's layers, its pixel-unshuffle as reshape/transpose."""
+    """A functional copy sharing the generator's layers; pixel-unshuffle and nearest upsampling
+    rewritten as ops TF.js runs (well)."""
     if not getattr(generator, "inputs", None):
         raise ExportError(f"{generator.name}: not a functional Keras model, cannot trace it for TF.js")
     def replace(layer):
         if isinstance(layer, PixelUnshuffle):
             return ReshapePixelUnshuffle(layer.scale, name=layer.name)
+        if (isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation == "nearest"
+                and layer.data_format == "channels_last"):
+            return ResizeNearestUpsample(layer.size, name=layer.name)
         return layer  # the same layer object: weights shared, not copied
 
     return keras.models.clone_model(keras.Model(generator.inputs, generator.outputs), clone_function=replace)
