@@ -298,3 +298,19 @@ def test_export_command_writes_a_tfjs_model_tfjs_runs(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"real-esrgan-tf export: {notes}: exists and is not an earlier TF.js export; choose another --output")
     assert os.listdir(tmp_path / "notes") == ["a.txt"]
+
+
+@needs_tfjs
+def test_a_mixed_precision_generator_is_exported_in_float32(tmp_path):
+    """TF.js has no float16 tensors: a mixed_float16 model (what `--precision fp16` builds) is
+    rebuilt in float32 with its weights, so TF.js equals the float32 Keras model."""
+    reference = tiny_compact("leakyrelu")
+    mixed = SRVGGNetCompact(num_conv=2, num_feat=8, act="leakyrelu", dtype="mixed_float16")
+    mixed.set_weights(reference.get_weights())
+    folder = write_tfjs(mixed, str(tmp_path / "mixed"))
+    with open(os.path.join(folder, "model.json")) as f:
+        model = json.load(f)
+    assert "DT_HALF" not in json.dumps(model["modelTopology"])
+    x = odd_input(1, seed=7)
+    (sr,), _ = run_tfjs(folder, [x], tmp_path)
+    assert psnr(sr, np.asarray(reference(x))) >= 60.0

@@ -18,7 +18,9 @@ The model's interface:
 
 Ops: only `TFJS_OPS`, each mapped by TF.js 4.22's converter and implemented by its CPU, WebGL,
 WebGPU and WASM backends (tests/test_export_tfjs.py checks both against the npm packages). TF.js
-has no SpaceToDepth, so the pixel-unshuffle is traced as reshape -> transpose -> reshape.
+has no SpaceToDepth, so the pixel-unshuffle is traced as reshape -> transpose -> reshape; Keras'
+nearest upsampling (a repeat: six ops per layer) as one ResizeNearestNeighbor. Generators in
+float16 / bfloat16 / mixed precision are exported in float32 (fp16 is a storage option here).
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ _VALUE_FIELDS = ("tensor_content", "half_val", "float_val", "double_val", "int_v
 
 # -- the Keras model TF.js can run ---------------------------------------------------------------
 def _float32_generator(generator):
-    """The generator with float32 weights (TF.js has no float16 tensors; fp16 is a storage option)."""
-    if all(w.dtype == "float32" for w in generator.weights):
+    """The generator in float32 (TF.js has no float16 tensors; fp16 is a storage option): models
+    built in float16/bfloat16 or under a mixed policy are rebuilt with the same weights."""
+    if all(w.dtype == "float32" for w in generator.weights) and all(
+        getattr(layer, "compute_dtype", "float32") == "float32" for layer in generator.layers
+    ):
         return generator
     from real_esrgan_tf.serve.keras_backend import rebuild_model
 
@@ -243,6 +248,8 @@ def tfjs_graph(generator):
     _fuse_prelu(graph_def)
     _fuse_conv(graph_def)
     unsupported = sorted({n.op for n in graph_def.node} - TFJS_OPS)
+    unsupported += sorted({f"{n.op} to {n.attr['DstT'].type}" for n in graph_def.node
+                           if n.op == "Cast" and n.attr["DstT"].type not in _WEIGHT_DTYPES})
     if unsupported:
         raise ExportError(f"{generator.name}: ops TF.js cannot run: {', '.join(unsupported)}")
     return graph_def, input_name, output_name
