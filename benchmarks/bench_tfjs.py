@@ -1,13 +1,13 @@
-"""TF.js export: model size, and one tile through TF.js's CPU backend in Node against Keras. ONE JSON line.
+"""TF.js export: model size, one tile through TF.js in Node (WASM, CPU backends) vs Keras. ONE JSON line.
 
 For each model: the TF.js graph model (fp32 and fp16 shards, `real_esrgan_tf.export.tfjs`) is run
-by tests/js/run.js (npm @tensorflow/tfjs, pinned in tests/js/package-lock.json; `npm ci` there
-first) on one LR tile of a real photo, median of `--runs` after a warm-up, in the same run as Keras
-fp32 (tf.function, all threads) on the same tile. PSNR of the clipped outputs against Keras. The
-browser backends (WebGL, WebGPU, WASM) are timed by the web page's Chromium test, not here: Node's
-CPU backend is plain JavaScript, the slowest TF.js backend.
+by tests/js/run.js (npm @tensorflow/tfjs + tfjs-backend-wasm, pinned in tests/js/package-lock.json;
+`npm ci` there first) on one LR tile of a real photo, median of `--runs` after a warm-up, in the
+same run as Keras fp32 (tf.function, all threads) on the same tile. PSNR of the clipped outputs
+against Keras. WebGL and WebGPU need a browser: the web page's Chromium test times them. The CPU
+backend is plain JavaScript (the slowest); WASM is XNNPACK compiled to WebAssembly.
 
-    python benchmarks/bench_tfjs.py [--models animevideov3,x4plus] [--tile 64] [--runs 3]
+    python benchmarks/bench_tfjs.py [--models animevideov3,x4plus] [--tile 64] [--runs 3] [--backends wasm]
 """
 
 from __future__ import annotations
@@ -64,11 +64,11 @@ def keras_ms(generator, lq, runs: int) -> tuple[float, np.ndarray]:
     return round(1000 * float(np.median(times)), 1), out
 
 
-def tfjs_run(folder: str, lq: np.ndarray, runs: int, work: str) -> tuple[float, np.ndarray]:
+def tfjs_run(folder: str, lq: np.ndarray, runs: int, work: str, backend: str) -> tuple[float, np.ndarray]:
     source, target = os.path.join(work, "in.bin"), os.path.join(work, "out.bin")
     lq.astype("<f4").tofile(source)
     run = {"input": source, "shape": list(lq.shape), "output": target}
-    job = {"model": folder, "repeat": runs, "runs": [run]}
+    job = {"model": folder, "backend": backend, "repeat": runs, "runs": [run]}
     with open(os.path.join(work, "job.json"), "w") as f:
         json.dump(job, f)
     result = subprocess.run(["node", RUN_JS, "predict", os.path.join(work, "job.json")], capture_output=True,
@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--models", default="animevideov3,x4plus")
     parser.add_argument("--tile", type=int, default=64, help="LR tile side")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backends", default="wasm,cpu", help="TF.js backends in Node (wasm, cpu)")
     args = parser.parse_args()
     photo = data.astronaut()
     lq = photo[160 : 160 + args.tile, 160 : 160 + args.tile].astype(np.float32)[None] / 255.0
@@ -96,14 +97,15 @@ def main() -> None:
                 folder = os.path.join(work, f"{key}-{tag}")
                 write_tfjs(generator, folder, fp16=fp16, source=MODELS[key])
                 size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
-                ms, out = tfjs_run(folder, lq, args.runs, work)
-                row[f"tfjs_{tag}"] = {"bytes": size, "cpu_node_ms": ms,
-                                      "psnr_db_vs_keras": psnr(out, reference)}
+                row[f"tfjs_{tag}"] = {"bytes": size}
+                for backend in args.backends.split(","):
+                    ms, out = tfjs_run(folder, lq, args.runs, work, backend)
+                    row[f"tfjs_{tag}"][backend] = {"node_ms": ms, "psnr_db_vs_keras": psnr(out, reference)}
             results[key] = row
     print(json.dumps({
         "benchmark": "tfjs", "date": datetime.date.today().isoformat(), "cpu": cpu_name(),
         "threads_keras": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
-        "tile": args.tile, "runs": args.runs, "tfjs_backend": "cpu (Node, @tensorflow/tfjs 4.22.0)",
+        "tile": args.tile, "runs": args.runs, "tfjs": "@tensorflow/tfjs 4.22.0 in Node",
         "results": results,
     }))
 

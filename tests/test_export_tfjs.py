@@ -41,14 +41,15 @@ def node(*args) -> dict:
     return json.loads(result.stdout)
 
 
-def run_tfjs(model_dir, inputs, tmp_path) -> tuple[list[np.ndarray], dict]:
+def run_tfjs(model_dir, inputs, tmp_path, backend="cpu") -> tuple[list[np.ndarray], dict]:
     """Each [1, h, w, 3] float32 input through the exported model in TF.js: (outputs, run info)."""
     runs = []
     for i, x in enumerate(inputs):
         x.astype("<f4").tofile(tmp_path / f"in{i}.bin")
         runs.append({"input": str(tmp_path / f"in{i}.bin"), "shape": list(x.shape),
                      "output": str(tmp_path / f"out{i}.bin")})
-    (tmp_path / "job.json").write_text(json.dumps({"model": str(model_dir), "runs": runs}))
+    job = {"model": str(model_dir), "runs": runs, "backend": backend}
+    (tmp_path / "job.json").write_text(json.dumps(job))
     info = node("predict", str(tmp_path / "job.json"))
     outputs = [np.fromfile(run["output"], "<f4").reshape(shape) for run, shape in zip(runs, info["shapes"],
                                                                                        strict=True)]
@@ -136,6 +137,19 @@ def test_one_model_serves_every_input_size(tmp_path):
     assert info["shapes"] == [[1, 24, 28, 3], [1, 12, 40, 3]]
     for x, sr in zip(inputs, outputs, strict=True):
         assert psnr(sr, np.asarray(generator(x))) >= 60.0
+
+
+@needs_tfjs
+@pytest.mark.parametrize("name", ["rrdbnet_x2", "srvgg_prelu"])
+def test_tfjs_wasm_backend_output_equals_keras(name, tmp_path):
+    """The WASM backend (XNNPACK; the page's choice without a GPU) runs the same model file."""
+    build, multiple, _ = GENERATORS[name]
+    generator = build()
+    folder = write_tfjs(generator, str(tmp_path / name), fp16=True)
+    x = odd_input(multiple, seed=4)
+    (sr,), info = run_tfjs(folder, [x], tmp_path, backend="wasm")
+    assert info["backend"] == "wasm"
+    assert psnr(sr, np.asarray(generator(x))) >= 45.0
 
 
 @pytest.fixture(scope="module")

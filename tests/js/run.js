@@ -1,7 +1,8 @@
 // Runs exported TF.js graph models with the real TF.js for tests/test_export_tfjs.py (Node >= 18).
 //
 //   node run.js predict JOB.json   JOB: {"model": folder, "runs": [{"input": f32 file, "shape": [1, h, w, 3],
-//                                  "output": f32 file}], "repeat": n (optional, timing)};
+//                                  "output": f32 file}], "repeat": n (optional, timing),
+//                                  "backend": "cpu" (default) | "wasm"};
 //                                  prints {"tfjs", "backend", "shapes", "metadata", "ms": [median per run]}
 //   node run.js ops                prints {"converter": [TF op names the converter maps],
 //                                  "kernels": {"cpu"|"webgl"|"webgpu"|"wasm": [kernel names]}}
@@ -25,7 +26,9 @@ function fileFetch(folder) {
 
 async function predict(jobFile) {
   const job = JSON.parse(fs.readFileSync(jobFile, 'utf8'));
-  await tf.setBackend('cpu');
+  const backend = job.backend || 'cpu';
+  if (backend === 'wasm') require('@tensorflow/tfjs-backend-wasm');  // its .wasm files load from node_modules
+  if (!(await tf.setBackend(backend))) throw new Error(`TF.js backend ${backend} failed to initialise`);
   await tf.ready();
   const handler = tf.io.http('http://model/model.json', {fetchFunc: fileFetch(job.model)});
   const model = await tf.loadGraphModel(handler);
