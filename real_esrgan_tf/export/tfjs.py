@@ -210,9 +210,10 @@ def _fuse_conv(graph_def) -> None:
         for name in node.input:
             by_input.setdefault(name, []).append(node)
     for conv in list(graph_def.node):
-        if conv.op != "Conv2D" or counts.get(conv.name, 0) != 1:
+        consumers = by_input.get(conv.name, [])
+        if conv.op != "Conv2D" or counts.get(conv.name, 0) != 1 or len(consumers) != 1:
             continue
-        (bias_add,) = by_input[conv.name]
+        bias_add = consumers[0]
         if bias_add.op != "BiasAdd" or bias_add.input[0] != conv.name:
             continue
         bias = nodes.get(bias_add.input[1])
@@ -220,7 +221,8 @@ def _fuse_conv(graph_def) -> None:
             continue
         fused_ops, args, last = [b"BiasAdd"], [bias.name], bias_add
         followers = by_input.get(bias_add.name, [])
-        if counts.get(bias_add.name, 0) == 1 and followers[0].op in _FUSABLE_ACTIVATIONS:
+        single = counts.get(bias_add.name, 0) == 1 and len(followers) == 1
+        if single and followers[0].op in _FUSABLE_ACTIVATIONS:
             activation = followers[0]
             fused_ops.append(_FUSABLE_ACTIVATIONS[activation.op])
             if activation.op == "Prelu":
