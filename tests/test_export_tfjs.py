@@ -152,6 +152,15 @@ def test_tfjs_wasm_backend_output_equals_keras(name, tmp_path):
     assert psnr(sr, np.asarray(generator(x))) >= 45.0
 
 
+@pytest.mark.parametrize("scale, shape", [(2, (2, 6, 10, 3)), (4, (1, 8, 12, 5)), (2, (1, 2, 2, 64))])
+def test_reshape_unshuffle_equals_space_to_depth(scale, shape):
+    import tensorflow as tf
+
+    x = np.random.default_rng(scale).random(shape, dtype=np.float32)
+    got = tfjs.ReshapePixelUnshuffle(scale)(x)
+    np.testing.assert_array_equal(np.asarray(got), tf.nn.space_to_depth(x, scale).numpy())
+
+
 @pytest.fixture(scope="module")
 def written_ops(tmp_path_factory):
     """Every op in the model.json of every architecture (as written, read back from disk)."""

@@ -18,7 +18,7 @@ The model's interface:
 
 Ops: only `TFJS_OPS`, each mapped by TF.js 4.22's converter and implemented by its CPU, WebGL,
 WebGPU and WASM backends (tests/test_export_tfjs.py checks both against the npm packages). TF.js
-has no SpaceToDepth, so the pixel-unshuffle is traced as reshape -> transpose -> reshape; Keras'
+has no SpaceToDepth, so the pixel-unshuffle is traced as rank-4 reshape -> transpose -> reshape; Keras'
 nearest upsampling (a repeat: six ops per layer) as one ResizeNearestNeighbor. Generators in
 float16 / bfloat16 / mixed precision are exported in float32 (fp16 is a storage option here).
 """
@@ -91,11 +91,13 @@ class ReshapePixelUnshuffle(keras.layers.Layer):
         self.scale = int(scale)
 
     def call(self, x):
+        # Rank 4 throughout (every backend's fast path): rows (b*h, i), columns (w, j) with j and the
+        # channel c merged; swapping i and w gives channel i*s*C + j*C + c = (i*s + j)*C + c.
         s, channels = self.scale, x.shape[-1]
         shape = tf.shape(x)
         b, h, w = shape[0], shape[1] // s, shape[2] // s
-        x = tf.reshape(x, tf.stack([b, h, s, w, s, channels]))
-        x = tf.transpose(x, [0, 1, 3, 2, 4, 5])  # (b, h, w, i, j, c): channel (i*s + j)*C + c
+        x = tf.reshape(x, tf.stack([b * h, s, w, s * channels]))
+        x = tf.transpose(x, [0, 2, 1, 3])
         return tf.reshape(x, tf.stack([b, h, w, s * s * channels]))
 
     def get_config(self):
