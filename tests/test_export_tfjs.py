@@ -102,35 +102,49 @@ def odd_input(multiple, seed=0):
     return np.random.default_rng(seed).random((1, h, w, 3), dtype=np.float32)
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """exported(name, fp16) -> (generator, model folder): each architecture built and written once
+    per precision for the whole module (the op-set tests read the same files the round trips run)."""
+    cache, root = {}, tmp_path_factory.mktemp("tfjs")
+
+    def get(name, fp16=False):
+        if name not in cache:
+            cache[name] = GENERATORS[name][0]()
+        key = (name, fp16)
+        if key not in cache:
+            folder = str(root / f"{name}-{'fp16' if fp16 else 'fp32'}")
+            cache[key] = write_tfjs(cache[name], folder, fp16=fp16, source=f"runs/{name}.weights.h5")
+        return cache[name], cache[key]
+
+    return get
+
+
 @needs_tfjs
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n == "rrdbnet_x1" else n for n in sorted(GENERATORS)]
 )
-def test_tfjs_output_equals_keras(name, tmp_path):
-    build, multiple, architecture = GENERATORS[name]
-    generator = build()
+@pytest.mark.parametrize("fp16, min_psnr", [(False, 60.0), (True, 45.0)], ids=["fp32", "fp16"])
+def test_tfjs_output_equals_keras(name, fp16, min_psnr, exported, tmp_path):
+    _, multiple, architecture = GENERATORS[name]
+    generator, folder = exported(name, fp16)
     x = odd_input(multiple)
     expected = np.asarray(generator(x))
-    for fp16, min_psnr in ((False, 60.0), (True, 45.0)):
-        folder = write_tfjs(generator, str(tmp_path / f"{name}-{fp16}"), fp16=fp16,
-                            source=f"runs/{name}.weights.h5")
-        (sr,), info = run_tfjs(folder, [x], tmp_path)
-        assert info["backend"] == "cpu" and info["tfjs"] == "4.22.0"
-        assert sr.shape == expected.shape
-        value = psnr(sr, expected)
-        print(f"{name} fp16={fp16}: {value:.1f} dB")
-        assert value >= min_psnr, f"{name} fp16={fp16}: {value:.1f} dB"
-        metadata = info["metadata"]  # as TF.js reads it
-        assert (metadata["scale"], metadata["multiple"], metadata["architecture"]) == (
-            generator.scale, multiple, architecture)
-        assert metadata["name"] == name and metadata["fp16"] is fp16
+    (sr,), info = run_tfjs(folder, [x], tmp_path)
+    assert info["backend"] == "cpu" and info["tfjs"] == "4.22.0"
+    assert sr.shape == expected.shape
+    value = psnr(sr, expected)
+    assert value >= min_psnr, f"{name} fp16={fp16}: {value:.1f} dB"
+    metadata = info["metadata"]  # as TF.js reads it
+    assert (metadata["scale"], metadata["multiple"], metadata["architecture"]) == (
+        generator.scale, multiple, architecture)
+    assert metadata["name"] == name and metadata["fp16"] is fp16
 
 
 @needs_tfjs
-def test_one_model_serves_every_input_size(tmp_path):
+def test_one_model_serves_every_input_size(exported, tmp_path):
     """Dynamic height and width: one exported x2 model (reshape-based unshuffle) on two sizes."""
-    generator = GENERATORS["rrdbnet_x2"][0]()
-    folder = write_tfjs(generator, str(tmp_path / "x2"))
+    generator, folder = exported("rrdbnet_x2")
     rng = np.random.default_rng(3)
     inputs = [rng.random((1, 12, 14, 3), dtype=np.float32), rng.random((1, 6, 20, 3), dtype=np.float32)]
     outputs, info = run_tfjs(folder, inputs, tmp_path)
@@ -141,12 +155,10 @@ def test_one_model_serves_every_input_size(tmp_path):
 
 @needs_tfjs
 @pytest.mark.parametrize("name", ["rrdbnet_x2", "srvgg_prelu"])
-def test_tfjs_wasm_backend_output_equals_keras(name, tmp_path):
+def test_tfjs_wasm_backend_output_equals_keras(name, exported, tmp_path):
     """The WASM backend (XNNPACK; the page's choice without a GPU) runs the same model file."""
-    build, multiple, _ = GENERATORS[name]
-    generator = build()
-    folder = write_tfjs(generator, str(tmp_path / name), fp16=True)
-    x = odd_input(multiple, seed=4)
+    generator, folder = exported(name, fp16=True)
+    x = odd_input(GENERATORS[name][1], seed=4)
     (sr,), info = run_tfjs(folder, [x], tmp_path, backend="wasm")
     assert info["backend"] == "wasm"
     assert psnr(sr, np.asarray(generator(x))) >= 45.0
@@ -162,12 +174,11 @@ def test_reshape_unshuffle_equals_space_to_depth(scale, shape):
 
 
 @pytest.fixture(scope="module")
-def written_ops(tmp_path_factory):
+def written_ops(exported):
     """Every op in the model.json of every architecture (as written, read back from disk)."""
     ops = {}
-    for name, (build, _, _) in GENERATORS.items():
-        folder = write_tfjs(build(), str(tmp_path_factory.mktemp("ops") / name))
-        with open(os.path.join(folder, "model.json")) as f:
+    for name in GENERATORS:
+        with open(os.path.join(exported(name)[1], "model.json")) as f:
             ops[name] = {node["op"] for node in json.load(f)["modelTopology"]["node"]}
     return ops
 
