@@ -71,6 +71,11 @@ FORMATS: dict[str, ExportFormat] = {
             "ONNX (chaiNNer, vs-mlrt, ONNX Runtime, OpenVINO): NCHW input/output, dynamic N/H/W, --fp16",
             extra="onnx",
         ),
+        ExportFormat(
+            "ncnn", "real_esrgan_tf.export.ncnn",
+            "the .param file, NAME.bin beside it (a folder: <model name>.param in it)",
+            "ncnn .param/.bin as the official realesrgan-ncnn-vulkan models (Upscayl, apps): fp16 weights",
+        ),
     )
 }
 

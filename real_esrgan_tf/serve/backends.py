@@ -68,6 +68,8 @@ BACKENDS: dict[str, Backend] = {
                 "ONNX Runtime, CPU execution provider"),
         Backend("openvino", "real_esrgan_tf.serve.openvino_backend", (".onnx",), "openvino", "openvino",
                 "OpenVINO CPU plugin, on the same .onnx files (f32)"),
+        Backend("ncnn", "real_esrgan_tf.serve.ncnn_backend", (".param",), "ncnn", "ncnn",
+                "ncnn on the CPU: .param/.bin files (official, Upscayl, ours) as they are"),
     )
 }
 
