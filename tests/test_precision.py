@@ -159,3 +159,33 @@ def test_cli_explicit_bf16_on_a_cpu_without_it_warns_once(cli_run, capsys, monke
     assert code == 0 and used is Precision.FP32
     assert not [line for line in lines if "warning:" in line], lines
     assert 0 < np.abs(auto_pixels.astype(int) - bf16_pixels).max() <= 8  # really two precisions
+
+
+@pytest.mark.parametrize("policy, device, expected", [
+    ("float32", XEON_NO_BF16, None), ("float32", TPU, None), ("mixed_bfloat16", ZEN5, None),
+    ("mixed_bfloat16", TPU, None), ("mixed_float16", A100, None),
+    ("mixed_bfloat16", XEON_NO_BF16, "mixed_bfloat16: this CPU (Xeon 8272) has no native bf16"),
+    ("mixed_float16", ZEN5, "mixed_float16: this CPU (AMD EPYC) has no native fp16"),
+    ("mixed_bfloat16", T4, "mixed_bfloat16: this GPU (T4) (compute capability 7.5) has no bf16 tensor cores"),
+])
+def test_training_precision_warning(policy, device, expected):
+    from real_esrgan_tf.serve.precision import training_precision_warning
+    from real_esrgan_tf.training.config import PipelineConfig
+
+    assert str(PipelineConfig().train.precision) == "float32"  # the default is never slow
+    warning = training_precision_warning(policy, device)
+    if expected is None:
+        assert warning is None
+    else:
+        assert warning.startswith(expected) and "\n" not in warning
+
+
+def test_train_cli_prints_the_warning_once(monkeypatch, capsys):
+    from real_esrgan_tf.cli import train
+
+    monkeypatch.setattr(precision_module, "detect_device", lambda: XEON_NO_BF16)
+    train._warn_slow_precision("mixed_bfloat16")
+    train._warn_slow_precision("float32")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [line for line in lines if "warning:" in line] and len(lines) == 1
+    assert lines[0].startswith("real-esrgan-tf train: warning: train.precision mixed_bfloat16: this CPU")

@@ -147,3 +147,19 @@ def resolve_precision(requested: Precision | str, device: DeviceInfo) -> tuple[P
         return requested, None
     better = auto_precision(device)
     return requested, f"{requested.value}: {reason}; auto runs {better.value} here"
+
+
+TRAINING_POLICIES = {"mixed_bfloat16": Precision.BF16, "mixed_float16": Precision.FP16}
+
+
+def training_precision_warning(policy: str, device: DeviceInfo) -> str | None:
+    """Why `train.precision` = `policy` (a Keras dtype policy name) is slow on `device`, or None.
+
+    Training's default is float32 on every device (nothing is picked for the user, so nothing to
+    resolve); a mixed policy is an explicit choice that gets the same warning as `--precision`.
+    """
+    precision = TRAINING_POLICIES.get(str(policy))
+    reason = None if precision is None else _not_native(precision, device)
+    if reason is None:
+        return None
+    return f"{policy}: {reason}; float32 or {auto_precision(device).value} would be faster here"
