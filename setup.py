@@ -11,6 +11,8 @@ EXTRAS = {
     "onnx": ["onnx==1.23.2", "onnxruntime==1.32.0"],
     # OpenVINO backend for the same .onnx files (`--backend openvino`).
     "openvino": ["openvino==2026.4.1"],
+    # ncnn runtime for `upscale --model x.param --backend ncnn` (writing ncnn files needs nothing extra).
+    "ncnn": ["ncnn"],
     # TensorFlow Serving client.
     "serving": ["tensorflow-serving-api==2.21.*", "grpcio"],
     # Quantisation-aware training (needs tf_keras).

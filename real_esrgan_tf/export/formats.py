@@ -66,6 +66,11 @@ FORMATS: dict[str, ExportFormat] = {
             "tflite", "real_esrgan_tf.export.tflite", "the .tflite file",
             "TFLite for phones: fixed input, builtin ops, fp32/fp16/int8", extra="tflite",
         ),
+        ExportFormat(
+            "ncnn", "real_esrgan_tf.export.ncnn",
+            "the .param file, NAME.bin beside it (a folder: <model name>.param in it)",
+            "ncnn .param/.bin as the official realesrgan-ncnn-vulkan models (Upscayl, apps): fp16 weights",
+        ),
     )
 }
 

@@ -64,6 +64,8 @@ BACKENDS: dict[str, Backend] = {
                 "an exported SavedModel folder (what TF Serving serves)"),
         Backend("tflite", "real_esrgan_tf.serve.tflite_backend", (".tflite",), "ai_edge_litert", "tflite",
                 "TFLite (ai-edge-litert, XNNPACK)"),
+        Backend("ncnn", "real_esrgan_tf.serve.ncnn_backend", (".param",), "ncnn", "ncnn",
+                "ncnn on the CPU: .param/.bin files (official, Upscayl, ours) as they are"),
     )
 }
 

@@ -21,11 +21,7 @@ import tempfile
 
 import numpy as np
 
-try:
-    from real_esrgan_tf.serve.backends import BackendError
-except ImportError:  # TEMP until main has serve/backends.py
-    class BackendError(ValueError):
-        pass
+from real_esrgan_tf.serve.backends import BackendError
 from real_esrgan_tf.tiling import reflect_pad_to_multiple
 from real_esrgan_tf.weights.ncnn_format import NcnnFormatError, parse_param, read_weights
 

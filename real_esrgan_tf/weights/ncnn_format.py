@@ -241,7 +241,8 @@ def format_bin(layers: list[NcnnLayer], fp16: bool = True) -> bytes:
         if layer.type == "Convolution":
             weight = np.asarray(layer.weights["weight"], np.float32).ravel()
             if fp16:
-                half = weight.astype("<f2")
+                with np.errstate(over="ignore"):  # checked on the next line
+                    half = weight.astype("<f2")
                 if not np.isfinite(half).all():
                     raise NcnnFormatError(f"layer {layer.name}: weights exceed the fp16 range (|w| > 65504)")
                 data = half.tobytes()
