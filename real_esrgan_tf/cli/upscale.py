@@ -109,7 +109,7 @@ def load_model(fv) -> tuple[object, float | None]:
         loaded = load_upscale_model(
             fv.model, backend=fv.backend, backend_options=BackendOptions(threads=fv.threads), act=fv.act,
             denoise_strength=fv.denoise_strength, wdn_model=fv.wdn_model,
-            denoise_requested=fv["denoise_strength"].present,
+            denoise_requested=fv["denoise_strength"].present, precision=fv.precision,
         )
     except ModelLoadError as e:
         raise UserError(str(e)) from None
