@@ -213,6 +213,8 @@ def measure(factories: list, image: np.ndarray, repeats: int) -> dict:
             runner.call(x)
             cpu.append(time.process_time() - c0)
             wall.append(time.perf_counter() - w0)
+        print(f"  {runner.name}: cpu {statistics.median(cpu):.4f} s, wall {statistics.median(wall):.4f} s",
+              file=sys.stderr, flush=True)
         if index == len(factories):  # the reference again
             first = rows[runner.name]
             first["cpu_s_again"] = round(statistics.median(cpu), 4)
@@ -264,7 +266,11 @@ def bench_model(key: str, sizes: list[int], grid_sizes: set[int], args, tmp: str
         lambda: openvino_runner(onnx_path, "LATENCY", "f32", threads),
         lambda: openvino_runner(onnx_path, "LATENCY", "bf16", threads),
     ]
-    grid = [
+    short_grid = [  # what matters most for ncnn: Winograd; and its bf16 storage on a bf16 CPU
+        lambda: ncnn_runner(*official, "official", "no_winograd", threads),
+        lambda: ncnn_runner(*official, "official", "bf16_storage", threads),
+    ]
+    grid = short_grid if args.short_grid else [
         lambda: ort_runner(onnx_bytes, "extended", threads),
         lambda: ort_runner(onnx_bytes, "basic", threads),
         *([lambda: ort_runner(onnx_bytes, "all", 1)] if threads != 1 else []),
@@ -298,6 +304,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="CPU threads of every runtime (1 on a shared machine: OpenMP barriers of a "
                         "multi-threaded runtime collapse when other processes hold the cores)")
+    parser.add_argument("--short_grid", action="store_true",
+                        help="grid sizes: only ncnn without Winograd and with bf16 storage")
     parser.add_argument("--quick", action="store_true", help="LR 64, 1 run, ncnn and TensorFlow fp32 only")
     parser.add_argument("--save", default=None, help="also write the JSON line to this file")
     args = parser.parse_args()
