@@ -102,8 +102,10 @@ def _upscalers(fv, model, outscale) -> list:
 
     from real_esrgan_tf.serve.upscaler import Upscaler
 
+    precision = upscale.resolve_precision_flag(fv, model, "video")
+
     def make(net):
-        return Upscaler(net, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=fv.precision,
+        return Upscaler(net, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=precision,
                         tta=fv.tta, outscale=outscale, jit_compile=fv.xla)
 
     gpus = tf.config.list_logical_devices("GPU")
