@@ -76,6 +76,11 @@ FORMATS: dict[str, ExportFormat] = {
             "the .param file, NAME.bin beside it (a folder: <model name>.param in it)",
             "ncnn .param/.bin as the official realesrgan-ncnn-vulkan models (Upscayl, apps): fp16 weights",
         ),
+        ExportFormat(
+            "tfjs", "real_esrgan_tf.export.tfjs",
+            "the TF.js model folder (model.json + weight shards), new or an earlier TF.js export",
+            "TF.js graph model for the browser: any input size, --fp16 halves the download",
+        ),
     )
 }
 
