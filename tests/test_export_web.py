@@ -224,19 +224,19 @@ def test_page_errors_are_shown(site, browser, photo_61x47, tmp_path):
     state = _run(browser, url, photo_61x47[0], backend="cpu", tile=32, pad=10)
     assert state["state"] == "done", state
 
-    # A model folder that fails to load: truncated model.json, then a missing weight shard.
-    broken = str(tmp_path / "broken")
-    shutil.copytree(folder, broken)
-    model_json = os.path.join(broken, "model", "model.json")
+    # A model folder that fails to load: a truncated model.json, then a missing weight shard.
+    truncated = shutil.copytree(folder, str(tmp_path / "truncated"))
+    model_json = os.path.join(truncated, "model", "model.json")
     text = open(model_json).read()
     open(model_json, "w").write(text[: len(text) // 2])
-    with web_page.serve_folder(broken) as broken_url:
+    with web_page.serve_folder(truncated) as broken_url:
         state = web_page.open_page(browser, broken_url, backend="cpu")
         assert state["state"] == "error" and "model failed to load" in state["message"], state
-        open(model_json, "w").write(text)
-        for name in os.listdir(os.path.dirname(model_json)):
-            if name.endswith(".bin"):
-                os.remove(os.path.join(os.path.dirname(model_json), name))
+    no_shard = shutil.copytree(folder, str(tmp_path / "no_shard"))
+    for name in os.listdir(os.path.join(no_shard, "model")):
+        if name.endswith(".bin"):
+            os.remove(os.path.join(no_shard, "model", name))
+    with web_page.serve_folder(no_shard) as broken_url:
         state = _run(browser, broken_url, photo_61x47[0], backend="cpu")
         assert state["state"] == "error" and "model failed to load" in state["message"], state
 

@@ -72,6 +72,9 @@ const LUMA = [0.299, 0.587, 0.114]; // BT.601, as real_esrgan_tf.images.BT601_LU
 const MAX_CANVAS_SIDE = 32767;
 const MAX_CANVAS_AREA = 268435456;
 
+// Revalidate model files with the server: a re-export into the same folder is picked up on reload.
+const NO_STALE_MODEL = { cache: "no-cache" };
+
 const page = {
   state: "idle", // idle | loading | running | done | error (also on <body data-state>)
   message: "",
@@ -116,7 +119,7 @@ async function main() {
   for (const key of ["backend", "tile", "pad", "alpha"]) if (params.has(key)) $(key).value = params.get(key);
   setState("loading", "Reading model/model.json ...");
   try {
-    const response = await fetch("model/model.json");
+    const response = await fetch("model/model.json", NO_STALE_MODEL);
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     metadata = (await response.json()).userDefinedMetadata || {};
     if (!Number.isInteger(metadata.scale)) throw new Error("its userDefinedMetadata has no integer scale");
@@ -161,7 +164,7 @@ async function useBackend(choice) {
 async function loadModel(backend) {
   if (!models[backend]) {
     try {
-      models[backend] = await tf.loadGraphModel("model/model.json");
+      models[backend] = await tf.loadGraphModel("model/model.json", { requestInit: NO_STALE_MODEL });
     } catch (e) {
       throw new Error(`The model failed to load: model/: ${e.message}`);
     }
