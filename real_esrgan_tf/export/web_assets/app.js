@@ -349,12 +349,11 @@ async function showResult(inputCanvas, out, outW, outH, name) {
   after.width = outW;
   after.height = outH;
   after.getContext("2d").putImageData(new ImageData(out, outW, outH), 0, 0);
-  const before = $("before");
-  before.width = outW;
-  before.height = outH;
-  const context = before.getContext("2d");
-  context.imageSmoothingEnabled = false; // the input's own pixels, enlarged
-  context.drawImage(inputCanvas, 0, 0, outW, outH);
+  const before = $("before"); // the input at its own size, enlarged by CSS without smoothing
+  before.width = inputCanvas.width;
+  before.height = inputCanvas.height;
+  before.getContext("2d").drawImage(inputCanvas, 0, 0);
+  $("viewer").style.width = `${Math.max(480, Math.min(outW, 1060))}px`;
   const blob = await new Promise((resolve) => after.toBlob(resolve, "image/png"));
   if (!blob) throw new Error(`${outW}x${outH}: the browser could not encode the result as PNG`);
   if (page.resultUrl) URL.revokeObjectURL(page.resultUrl);
