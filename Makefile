@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint install clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py tests/oracle-requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test,pretrained,tflite,serving]"
+	$(PY) -m pip install --quiet --no-deps -r tests/oracle-requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -21,7 +21,17 @@ EXTRAS = {
         "scikit-image",  # real sample photographs
         "scipy",
         "selenium",  # drives Debian's chromium + chromium-driver (apt) for the web page test
-        "torch==2.13.0",  # test-only oracle: .pth files are read without it
+        # test-only oracles: .pth files are read without torch. torchvision (facexlib's detector,
+        # basicsr) exists for this torch only as its CUDA build, which runs on the CPU.
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        # what the upstream packages of tests/oracle-requirements.txt (installed --no-deps) import
+        "opencv-python",
+        "addict",
+        "yapf",
+        "lmdb",
+        "pyyaml",
+        "filterpy",
     ],
 }
 

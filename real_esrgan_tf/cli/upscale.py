@@ -8,6 +8,7 @@ from absl import flags, logging
 
 from real_esrgan_tf.cli import report
 from real_esrgan_tf.cli.report import UserError
+from real_esrgan_tf.serve.backends import BACKENDS, backend_names
 from real_esrgan_tf.serve.keras_backend import Precision
 from real_esrgan_tf.serve.upscaler import AlphaMode, Upscaler
 
@@ -21,8 +22,15 @@ def define_model_flags(fv: flags.FlagValues, default_model: str = "realesrgan-x4
     flags.DEFINE_string(
         "model", default_model,
         "Pretrained model name (realesrgan-x4plus, realesrgan-x4plus-anime-6b, realesr-animevideov3[-x2|-x3])"
-        " or a path to a .pth, .weights.h5, .keras or .tflite file, an exported SavedModel folder or a "
-        "training --model_dir.", flag_values=fv)
+        " or a path to a weights or model file ("
+        + ", ".join(sorted({suffix for b in BACKENDS.values() for suffix in b.suffixes}))
+        + "), an exported SavedModel folder or a training --model_dir.", flag_values=fv)
+    flags.DEFINE_enum(
+        "backend", "auto", backend_names(),
+        "Which runtime runs the model; auto: the fastest installed one measured for the model (see README). "
+        + "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values()) + ".", flag_values=fv)
+    flags.DEFINE_integer("threads", None, "CPU threads of the ONNX Runtime/OpenVINO/ncnn/TFLite backends "
+                         "(default: the runtime's).", lower_bound=1, flag_values=fv)
     flags.DEFINE_float("outscale", None, "Final upscaling factor (Lanczos after the net); default: the "
                        "model's.", flag_values=fv)
     flags.DEFINE_integer("tile", 0, "Tile size in input pixels, 0 = whole image (images with a side "
@@ -93,11 +101,13 @@ def _prepare_output(folder: str) -> None:
 
 def load_model(fv) -> tuple[object, float | None]:
     """(Keras model or SuperResolver backend, default outscale or None) for the model flags."""
+    from real_esrgan_tf.serve.backends import BackendOptions
     from real_esrgan_tf.serve.loading import ModelLoadError, load_upscale_model
 
     try:
         loaded = load_upscale_model(
-            fv.model, act=fv.act, denoise_strength=fv.denoise_strength, wdn_model=fv.wdn_model,
+            fv.model, backend=fv.backend, backend_options=BackendOptions(threads=fv.threads), act=fv.act,
+            denoise_strength=fv.denoise_strength, wdn_model=fv.wdn_model,
             denoise_requested=fv["denoise_strength"].present,
         )
     except ModelLoadError as e:

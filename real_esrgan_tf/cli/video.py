@@ -134,7 +134,7 @@ def _fingerprint(fv) -> str:
         st = os.stat(model)
         model = f"{os.path.abspath(model)}:{st.st_size}:{st.st_mtime_ns}"
     keys = ("outscale", "tile", "tile_pad", "pre_pad", "precision", "tta", "denoise_strength", "wdn_model",
-            "xla", "act")
+            "xla", "act", "backend")
     return repr([model] + [(k, fv[k].value) for k in keys])
 
 
@@ -154,17 +154,15 @@ def _settings(fv, on_gpu: bool):
 
 def run(fv) -> int:
     from real_esrgan_tf.serve import video
-    from real_esrgan_tf.serve.loading import ModelLoadError, load_upscale_model
     from real_esrgan_tf.serve.video_io import VideoError
 
     try:
         jobs = _jobs(fv)
-        loaded = load_upscale_model(fv.model, act=fv.act, denoise_strength=fv.denoise_strength,
-                                    wdn_model=fv.wdn_model, denoise_requested=fv["denoise_strength"].present)
-        outscale = loaded.default_outscale if fv.outscale is None else fv.outscale
-        upscalers = _upscalers(fv, loaded.model, outscale)
+        model, default_outscale = upscale.load_model(fv)  # the loader `upscale` uses
+        outscale = default_outscale if fv.outscale is None else fv.outscale
+        upscalers = _upscalers(fv, model, outscale)
         settings = _settings(fv, on_gpu=any(isinstance(u, _OnDevice) for u in upscalers) or _has_gpu())
-    except (UserError, ModelLoadError, ValueError, TypeError) as e:
+    except (UserError, ValueError, TypeError) as e:
         _error(str(e))
         return 1
     failures = 0
