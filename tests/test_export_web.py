@@ -120,6 +120,44 @@ def test_write_web_refuses_other_folders_and_leaves_nothing(tiny_x4, tmp_path, m
     assert sorted(os.listdir(tmp_path)) == ["photos"]  # no half-written folder
 
 
+def test_export_command_format_web(tiny_x4, tmp_path, capsys):
+    from real_esrgan_tf.cli import main as cli
+    from real_esrgan_tf.weights import save_generator
+
+    weights = str(tmp_path / "tiny.weights.h5")
+    save_generator(tiny_x4, weights)
+
+    def export(*flags):
+        return cli.main(["real-esrgan-tf", "export", f"--model={weights}", "--format=web", *flags])
+
+    def page_defaults(folder):
+        html = open(os.path.join(folder, "index.html"), encoding="utf-8").read()
+        return [int(html.split(f'<input id="{name}"')[1].split('value="')[1].split('"')[0])
+                for name in ("tile", "pad")]
+
+    def weight_dtypes(folder):
+        manifest = json.load(open(os.path.join(folder, "model", "model.json")))["weightsManifest"]
+        weights = [w for group in manifest for w in group["weights"]]
+        return {w.get("quantization", {}).get("dtype", w["dtype"]) for w in weights}
+
+    folder = str(tmp_path / "page")
+    assert export(f"--output={folder}") == 0  # the command's defaults: fp32 weights, tile 256, pad 10
+    assert capsys.readouterr().out.strip() == folder
+    assert page_defaults(folder) == [256, 10] and "float32" in weight_dtypes(folder)
+    assert "float16" not in weight_dtypes(folder)
+    assert export(f"--output={folder}", "--fp16", "--tile=64", "--tile_pad=6") == 0
+    assert page_defaults(folder) == [64, 6] and "float16" in weight_dtypes(folder)
+    metadata = json.load(open(os.path.join(folder, "model", "model.json")))["userDefinedMetadata"]
+    assert metadata["source"] == weights and metadata["scale"] == 4
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("keep")
+    assert export(f"--output={tmp_path / 'notes'}") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("real-esrgan-tf export: ") and "not an earlier web export" in err
+    assert len(err.splitlines()) == 1
+
+
 # -- the page in Chromium --------------------------------------------------------------------------
 browser_reason = web_page.missing_browser()
 needs_browser = pytest.mark.skipif(browser_reason is not None, reason=browser_reason or "")

@@ -66,6 +66,12 @@ FORMATS: dict[str, ExportFormat] = {
             "tflite", "real_esrgan_tf.export.tflite", "the .tflite file",
             "TFLite for phones: fixed input, builtin ops, fp32/fp16/int8", extra="tflite",
         ),
+        ExportFormat(
+            "web", "real_esrgan_tf.export.web",
+            "the page's folder (serve it with `python -m http.server`)",
+            "a static page upscaling in the browser with TF.js (WebGPU, WebGL, WASM, CPU); "
+            "--tile/--tile_pad are its defaults",
+        ),
     )
 }
 

@@ -9,6 +9,7 @@ The page tiles with the rule of `upscale` (app.js ports tiling.plan_tiles), so b
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 
@@ -27,7 +28,16 @@ def is_web_export(folder: str) -> bool:
     )
 
 
-def write_web(generator, folder: str, *, fp16: bool = True, source: str = "") -> str:
+def write(generator, options) -> str:
+    """`export --format web` (the `export.formats` entry point): the folder written. --tile and
+    --tile_pad become the page's default tile settings."""
+    return write_web(generator, options.output, fp16=options.fp16, source=options.source,
+                     tile=options.tile, tile_pad=options.tile_pad)
+
+
+def write_web(
+    generator, folder: str, *, fp16: bool = True, source: str = "", tile: int = 256, tile_pad: int = 10
+) -> str:
     """Writes the page for `generator` to `folder` atomically; returns the folder.
 
     Args:
@@ -36,9 +46,13 @@ def write_web(generator, folder: str, *, fp16: bool = True, source: str = "") ->
         is refused (ExportError).
       fp16: fp16 weights in model/ (half the download; TF.js computes in fp32 either way).
       source: where the weights came from, stored in the model's metadata.
+      tile, tile_pad: the page's default core tile side (0 = whole image) and context, in input
+        pixels; the user can change both in the page.
     """
     from real_esrgan_tf.export.tfjs import write_tfjs
 
+    if tile < 0 or tile_pad < 0:
+        raise ExportError(f"{folder}: tile ({tile}) and tile_pad ({tile_pad}) must be >= 0")
     folder = os.path.abspath(folder)
     if os.path.isfile(folder):
         raise ExportError(f"{folder}: is a file; the web export is a folder")
@@ -50,6 +64,7 @@ def write_web(generator, folder: str, *, fp16: bool = True, source: str = "") ->
     try:
         for name in PAGE_FILES:
             shutil.copyfile(os.path.join(ASSETS, name), os.path.join(staging, name))
+        _set_default_tiles(os.path.join(staging, "index.html"), tile, tile_pad)
         shutil.copytree(os.path.join(ASSETS, VENDOR), os.path.join(staging, VENDOR))
         write_tfjs(generator, os.path.join(staging, MODEL), fp16=fp16, source=source)
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a static server may run as another user
@@ -58,6 +73,17 @@ def write_web(generator, folder: str, *, fp16: bool = True, source: str = "") ->
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def _set_default_tiles(index_html: str, tile: int, tile_pad: int) -> None:
+    with open(index_html, encoding="utf-8") as f:
+        html = f.read()
+    for element, value in (("tile", tile), ("pad", tile_pad)):
+        html, count = re.subn(rf'(<input id="{element}"[^>]* value=")\d+"', rf'\g<1>{int(value)}"', html)
+        if count != 1:
+            raise ExportError(f"{index_html}: no <input id={element!r}> with a value to set")
+    with open(index_html, "w", encoding="utf-8") as f:
+        f.write(html)
 
 
 def _replace_folder(new: str, folder: str) -> None:
