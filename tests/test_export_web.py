@@ -244,6 +244,25 @@ def test_page_keeps_alpha_through_the_model(site, browser, tiny_x4, photos, tmp_
 
 @pytest.mark.slow
 @needs_browser
+def test_page_gray_image_as_upscale(site, browser, tiny_x4, photos, tmp_path):
+    """A gray image runs as RGB and comes back as the luma of the result, as `upscale` does."""
+    from real_esrgan_tf.serve.upscaler import Upscaler
+
+    url, _ = site
+    gray = np.ascontiguousarray(photos["coffee"][100:133, 200:251, 1])
+    path = str(tmp_path / "gray.png")
+    Image.fromarray(gray).save(path)
+    state = _run(browser, url, path, backend="cpu", tile=0, pad=10)
+    assert state["state"] == "done", state
+    page = web_page.result_pixels(browser)
+    expected = Upscaler(tiny_x4, tile=0, tile_pad=10).upscale(gray)
+    assert expected.shape == (132, 204) and page.shape == (132, 204, 4)
+    assert (page[..., 0] == page[..., 1]).all() and (page[..., 0] == page[..., 2]).all()
+    assert web_page.psnr(page[..., 0], expected) >= 45.0
+
+
+@pytest.mark.slow
+@needs_browser
 def test_page_errors_are_shown(site, browser, photo_61x47, tmp_path):
     url, folder = site
     not_an_image = tmp_path / "notes.png"

@@ -182,7 +182,7 @@ async function decode(file) {
       imageOrientation: "from-image",
     });
   } catch (e) {
-    throw new Error(`${file.name}: not an image this browser can decode`);
+    throw new Error(`${file.name}: not an image this browser can decode (${e.message})`);
   }
   const { width, height } = bitmap;
   const canvas = document.createElement("canvas");
