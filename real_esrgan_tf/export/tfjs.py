@@ -46,6 +46,7 @@ MODEL_JSON = "model.json"
 SHARD_BYTES = 4 * 1024 * 1024  # the converter's default shard size (browser caches like small files)
 INPUT_NAME, OUTPUT_NAME = "lq", "sr"
 _SHARD_NAME = re.compile(r"group\d+-shard\d+of\d+\.bin")
+_WEIGHTS_SUFFIX = re.compile(r"(\.weights)?\.(h5|keras|pth)$")
 
 # TF op -> the TF.js kernels that run it (empty: the graph executor computes it without a kernel).
 TFJS_KERNELS = {
@@ -96,13 +97,34 @@ class ReshapePixelUnshuffle(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
+@keras.saving.register_keras_serializable(package="real_esrgan_tf")
+class ResizeNearestUpsample(keras.layers.Layer):
+    """UpSampling2D(nearest) as one ResizeNearestNeighbor: Keras' repeat is ExpandDims + Tile +
+    Reshape per axis (six ops and two full-size copies); integer factors give the same pixels."""
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(int(f) for f in size)
+
+    def call(self, x):
+        shape = tf.shape(x)
+        return tf.image.resize(x, tf.stack([shape[1] * self.size[0], shape[2] * self.size[1]]), "nearest")
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
+
+
 def _tfjs_friendly_model(generator):
-    """A functional copy sharing the generator's layers, its pixel-unshuffle as reshape/transpose."""
+    """A functional copy sharing the generator's layers; pixel-unshuffle and nearest upsampling
+    rewritten as ops TF.js runs (well)."""
     if not getattr(generator, "inputs", None):
         raise ExportError(f"{generator.name}: not a functional Keras model, cannot trace it for TF.js")
     def replace(layer):
         if isinstance(layer, PixelUnshuffle):
             return ReshapePixelUnshuffle(layer.scale, name=layer.name)
+        if (isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation == "nearest"
+                and layer.data_format == "channels_last"):
+            return ResizeNearestUpsample(layer.size, name=layer.name)
         return layer  # the same layer object: weights shared, not copied
 
     return keras.models.clone_model(keras.Model(generator.inputs, generator.outputs), clone_function=replace)
@@ -262,7 +284,7 @@ def _signature(input_name: str, output_name: str) -> dict:
 
 def model_metadata(generator, *, fp16: bool, source: str) -> dict:
     """What a page needs to run the model: scale, input multiple, names (model.json userDefinedMetadata)."""
-    name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] if source else generator.name
+    name = _WEIGHTS_SUFFIX.sub("", os.path.basename(os.path.normpath(source))) if source else generator.name
     return {
         "scale": generator_scale(generator),
         "architecture": type(generator).__name__ if type(generator).__name__ != "Functional" else "keras",
@@ -309,6 +331,9 @@ def write_tfjs(generator, folder: str, *, fp16: bool = False, source: str = "") 
     """
     if os.path.exists(folder) and not (os.path.isdir(folder) and _is_previous_export(folder)):
         raise ExportError(f"{folder}: exists and is not an earlier TF.js export; choose another --output")
+    parent = os.path.dirname(os.path.abspath(folder))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise ExportError(f"{folder}: cannot write the TF.js model ({parent} is not a folder)")
     metadata = model_metadata(generator, fp16=fp16, source=source)
     graph_def, input_name, output_name = tfjs_graph(generator)
     entries, weights = _extract_weights(graph_def, fp16)
@@ -321,7 +346,6 @@ def write_tfjs(generator, folder: str, *, fp16: bool = False, source: str = "") 
         "modelTopology": json_format.MessageToDict(graph_def),
         "weightsManifest": [{"paths": [], "weights": entries}],
     }
-    parent = os.path.dirname(os.path.abspath(folder))
     tmp = os.path.join(parent, f".tmp-tfjs-{uuid.uuid4().hex}")
     old = os.path.join(parent, f".old-tfjs-{uuid.uuid4().hex}")
     try:
@@ -341,3 +365,8 @@ def write_tfjs(generator, folder: str, *, fp16: bool = False, source: str = "") 
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def write(generator, options) -> str:
+    """`export --format tfjs`: `write_tfjs` with the command's `ExportOptions` (output, fp16, source)."""
+    return write_tfjs(generator, options.output, fp16=options.fp16, source=options.source)
