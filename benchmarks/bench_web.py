@@ -118,9 +118,11 @@ def main() -> None:
         "upscale_keras_fp32_ms_median": round(1000 * float(np.median(ref_times)), 1),
         "backends": {},
     }
-    with web_page.serve_folder(folder) as url, web_page.chromium(os.path.join(work, "profile")) as driver:
+    profile = os.path.join(work, "profile")
+    with web_page.serve_folder(folder) as url, web_page.chromium(profile, 3 * args.timeout) as driver:
         for backend in args.backends.split(","):
-            tile_times, walls, state, png = page_runs(driver, url, path, backend, args.runs, args.timeout)
+            runs = min(args.runs, 2) if backend == "cpu" else args.runs  # no warm-up to speak of; minutes a run
+            tile_times, walls, state, png = page_runs(driver, url, path, backend, runs, args.timeout)
             entry = {"state": state["state"], "backend_used": state["backend"]}
             if state["state"] != "done":
                 entry["message"] = state["message"]

@@ -74,8 +74,12 @@ def chromium_flags(profile: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def chromium(profile: str):
-    """A headless Chromium driven by the system chromedriver, with a fresh profile folder."""
+def chromium(profile: str, command_timeout: float = 600):
+    """A headless Chromium driven by the system chromedriver, with a fresh profile folder.
+
+    command_timeout: seconds one WebDriver command may wait; a command waits while the page's main
+    thread computes a tile (TF.js's CPU backend runs a whole tile synchronously).
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -85,6 +89,7 @@ def chromium(profile: str):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.command_executor._client_config.timeout = command_timeout
     driver.set_script_timeout(120)
     try:
         yield driver
