@@ -121,8 +121,13 @@ def main() -> None:
     profile = os.path.join(work, "profile")
     with web_page.serve_folder(folder) as url, web_page.chromium(profile, 3 * args.timeout) as driver:
         for backend in args.backends.split(","):
-            runs = min(args.runs, 2) if backend == "cpu" else args.runs  # no warm-up to speak of; minutes a run
-            tile_times, walls, state, png = page_runs(driver, url, path, backend, runs, args.timeout)
+            runs = min(args.runs, 2) if backend == "cpu" else args.runs  # minutes a run, no warm-up
+            try:
+                tile_times, walls, state, png = page_runs(driver, url, path, backend, runs, args.timeout)
+            except Exception as e:  # e.g. chromedriver gives up on a renderer busy for > 300 s
+                result["backends"][backend] = {"state": "failed", "message": str(e).splitlines()[0]}
+                print(json.dumps({backend: result["backends"][backend]}), file=sys.stderr, flush=True)
+                continue
             entry = {"state": state["state"], "backend_used": state["backend"]}
             if state["state"] != "done":
                 entry["message"] = state["message"]
@@ -136,6 +141,7 @@ def main() -> None:
                         np.asarray(Image.open(io.BytesIO(png)))[..., :3], expected), 2),
                 })
             result["backends"][backend] = entry
+            print(json.dumps({backend: entry}), file=sys.stderr, flush=True)  # partial results as they come
         if args.largest:
             big_folder = folder
             if args.largest_model != args.model:
