@@ -3,6 +3,8 @@
  * The tiling, padding, rounding, gray and alpha rules are those of `real-esrgan-tf upscale`
  * (real_esrgan_tf/tiling.py and serve/upscaler.py), so the page and the command give the same pixels.
  * The tile rule is exported for Node (module.exports) so a test checks it against Python's plan_tiles.
+ * The same file runs as the page's script and as its Web Worker: TF.js runs in the worker, so the tab
+ * stays responsive on every backend (the CPU backend computes a whole tile without yielding).
  */
 "use strict";
 
@@ -83,7 +85,7 @@ const page = {
   resultUrl: null,
 };
 
-if (typeof window !== "undefined") {
+if (typeof window !== "undefined" && typeof document !== "undefined") {
   window.realEsrgan = page;
   window.addEventListener("DOMContentLoaded", () => main().catch((e) => fail(e)));
 }
@@ -111,9 +113,7 @@ function yieldToBrowser() {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
-let metadata = null; // model.json userDefinedMetadata
-const models = {}; // backend name -> GraphModel
-
+let metadata = null; // model.json userDefinedMetadata (the page reads it; the worker loads the model)
 async function main() {
   const params = new URLSearchParams(location.search);
   for (const key of ["backend", "tile", "pad", "alpha"]) if (params.has(key)) $(key).value = params.get(key);
@@ -143,6 +143,37 @@ async function main() {
   setState("idle", "Choose or drop an image.");
 }
 
+// ---------------------------------------------------------------------------------------------
+// The worker: TF.js, the backend and the model live here.
+
+const IN_WORKER = typeof WorkerGlobalScope !== "undefined" && self instanceof WorkerGlobalScope;
+
+if (IN_WORKER) {
+  importScripts("vendor/tf.es2017.min.js", "vendor/tf-backend-wasm.es2017.min.js",
+    "vendor/tf-backend-webgpu.es2017.min.js");
+  let model = null;
+  self.onmessage = async (event) => {
+    const { id, type } = event.data;
+    try {
+      if (type === "start") {
+        const backend = await useBackend(event.data.backend);
+        try {
+          model = await tf.loadGraphModel("model/model.json", { requestInit: NO_STALE_MODEL });
+        } catch (e) {
+          throw new Error(`The model failed to load: model/: ${e.message}`);
+        }
+        self.postMessage({ id, backend });
+      } else if (type === "tile") {
+        const started = performance.now();
+        const values = await runTile(model, event.data);
+        self.postMessage({ id, values, ms: performance.now() - started }, [values.buffer]);
+      }
+    } catch (e) {
+      self.postMessage({ id, error: e && e.message ? e.message : String(e) });
+    }
+  };
+}
+
 async function useBackend(choice) {
   if (typeof tf.wasm !== "undefined") tf.wasm.setWasmPaths("vendor/");
   const order = choice === "auto" ? ["webgpu", "webgl", "wasm", "cpu"] : [choice];
@@ -161,15 +192,73 @@ async function useBackend(choice) {
   throw new Error(`No TF.js backend could start (${failures.join("; ")})`);
 }
 
-async function loadModel(backend) {
-  if (!models[backend]) {
-    try {
-      models[backend] = await tf.loadGraphModel("model/model.json", { requestInit: NO_STALE_MODEL });
-    } catch (e) {
-      throw new Error(`The model failed to load: model/: ${e.message}`);
-    }
+/** One window through the net; returns the core of the output, rounded to uint8 values, as floats. */
+async function runTile(model, { window, winH, winW, oy, ox, coreH, coreW, toGray }) {
+  const core = tf.tidy(() => {
+    const lq = tf.tensor4d(window, [1, winH, winW, 3]);
+    let sr = model.execute(lq);
+    if (Array.isArray(sr)) sr = sr[0];
+    sr = sr.slice([0, oy, ox, 0], [1, coreH, coreW, 3]);
+    if (toGray) sr = sr.mul(tf.tensor1d(LUMA)).sum(-1, true);
+    // np.rint(np.clip(v, 0, 1) * 255): tf.round rounds half to even, as np.rint; NaN -> 0 as nan_to_num.
+    const finite = tf.where(tf.isNaN(sr), tf.zerosLike(sr), sr);
+    return finite.clipByValue(0, 1).mul(255).round();
+  });
+  try {
+    return new Float32Array(await core.data()); // a copy: the CPU backend hands out its own buffer
+  } finally {
+    core.dispose();
   }
-  return models[backend];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The page's side of the worker
+
+let worker = null;
+let workerChoice = null;
+let workerBackend = null;
+const pending = new Map(); // message id -> {resolve, reject}
+let nextId = 1;
+
+function callWorker(message, transfer = []) {
+  return new Promise((resolve, reject) => {
+    const id = nextId++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ ...message, id }, transfer);
+  });
+}
+
+function stopWorker(reason) {
+  if (worker) worker.terminate();
+  worker = null;
+  for (const { reject } of pending.values()) reject(new Error(reason));
+  pending.clear();
+}
+
+/** A worker running TF.js on the chosen backend with the model loaded; returns the backend's name. */
+async function startWorker(choice) {
+  if (worker && workerChoice === choice) return workerBackend;
+  stopWorker("the backend changed");
+  worker = new Worker("app.js");
+  worker.onmessage = (event) => {
+    const call = pending.get(event.data.id);
+    if (!call) return;
+    pending.delete(event.data.id);
+    if (event.data.error) call.reject(new Error(event.data.error));
+    else call.resolve(event.data);
+  };
+  worker.onerror = (event) => {
+    event.preventDefault();
+    stopWorker(`The TF.js worker failed: ${event.message || "app.js could not start as a worker"}`);
+  };
+  workerChoice = choice;
+  try {
+    workerBackend = (await callWorker({ type: "start", backend: choice })).backend;
+  } catch (e) {
+    stopWorker(e.message);
+    throw e;
+  }
+  return workerBackend;
 }
 
 /** File -> {width, height, rgba: Uint8ClampedArray}, EXIF orientation applied, no colour conversion. */
@@ -199,7 +288,7 @@ async function decode(file) {
  * tile over the image reflect-padded to a multiple of `align`, writing rounded uint8 values into
  * out (RGBA, (h s) x (w s)) at the channels `channels` (gray: luma into every one of them).
  */
-async function enhanceInto(model, planes, height, width, out, channels, toGray, progress) {
+async function enhanceInto(planes, height, width, out, channels, toGray, progress) {
   const scale = metadata.scale;
   const align = metadata.multiple || { 2: 2, 1: 4 }[scale] || 1;
   const paddedH = roundUp(height, align);
@@ -225,24 +314,13 @@ async function enhanceInto(model, planes, height, width, out, channels, toGray, 
     const x1 = Math.min(t.x1, width);
     const coreH = (y1 - t.y0) * scale;
     const coreW = (x1 - t.x0) * scale;
-    const started = performance.now();
-    const core = tf.tidy(() => {
-      const lq = tf.tensor4d(window, [1, plan.winH, plan.winW, 3]);
-      let sr = model.execute(lq);
-      if (Array.isArray(sr)) sr = sr[0];
-      sr = sr.slice([0, (t.y0 - t.winY) * scale, (t.x0 - t.winX) * scale, 0], [1, coreH, coreW, 3]);
-      if (toGray) sr = sr.mul(tf.tensor1d(LUMA)).sum(-1, true);
-      // np.rint(np.clip(v, 0, 1) * 255): tf.round rounds half to even, as np.rint; NaN -> 0 as nan_to_num.
-      const finite = tf.where(tf.isNaN(sr), tf.zerosLike(sr), sr);
-      return finite.clipByValue(0, 1).mul(255).round();
-    });
-    let values;
-    try {
-      values = await core.data();
-    } finally {
-      core.dispose();
-    }
-    page.tileTimesMs.push(performance.now() - started);
+    const reply = await callWorker(
+      { type: "tile", window, winH: plan.winH, winW: plan.winW, oy: (t.y0 - t.winY) * scale,
+        ox: (t.x0 - t.winX) * scale, coreH, coreW, toGray },
+      [window.buffer],
+    );
+    const values = reply.values;
+    page.tileTimesMs.push(reply.ms);
     const depth = toGray ? 1 : 3;
     for (let y = 0; y < coreH; y++) {
       const row = (t.y0 * scale + y) * outW + t.x0 * scale;
@@ -277,9 +355,8 @@ async function run(file) {
           `the browser's canvas limit (${MAX_CANVAS_SIDE} px a side, ${MAX_CANVAS_AREA} pixels)`,
       );
     }
-    page.backend = await useBackend($("backend").value);
-    setState("loading", `Loading the model on ${page.backend} ...`);
-    const model = await loadModel(page.backend);
+    setState("loading", `Starting TF.js (${$("backend").value}) and loading the model ...`);
+    page.backend = await startWorker($("backend").value);
     let gray = true;
     let alphaMin = 255;
     let alphaMax = 0;
@@ -307,7 +384,7 @@ async function run(file) {
       const i = (y * width + x) * 4;
       return [rgba[i] / 255, rgba[i + 1] / 255, rgba[i + 2] / 255];
     };
-    await enhanceInto(model, rgb, height, width, out, gray ? [0, 1, 2] : [0, 1, 2], gray, progress);
+    await enhanceInto(rgb, height, width, out, gray ? [0, 1, 2] : [0, 1, 2], gray, progress);
     if (alphaMin === alphaMax) {
       for (let o = 3; o < out.length; o += 4) out[o] = alphaMin; // constant (opaque): nothing to add
     } else if (alphaByModel) {
@@ -315,7 +392,7 @@ async function run(file) {
         const a = rgba[(y * width + x) * 4 + 3] / 255;
         return [a, a, a];
       };
-      await enhanceInto(model, alpha, height, width, out, [3], true, progress);
+      await enhanceInto(alpha, height, width, out, [3], true, progress);
     } else {
       bicubicAlphaInto(image.canvas, out, outW, outH);
     }
