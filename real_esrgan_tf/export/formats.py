@@ -81,6 +81,12 @@ FORMATS: dict[str, ExportFormat] = {
             "the TF.js model folder (model.json + weight shards), new or an earlier TF.js export",
             "TF.js graph model for the browser: any input size, --fp16 halves the download",
         ),
+        ExportFormat(
+            "web", "real_esrgan_tf.export.web",
+            "the page's folder (serve it with `python -m http.server`)",
+            "a static page upscaling in the browser with TF.js (WebGPU, WebGL, WASM, CPU); "
+            "--tile/--tile_pad are its defaults",
+        ),
     )
 }
 
