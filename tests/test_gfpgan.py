@@ -227,7 +227,9 @@ def gfpganer_file(tmp_path_factory):
     helper = utils.FaceRestoreHelper
     utils.FaceRestoreHelper = lambda *args, **kwargs: None  # its detector weights are not offline
     try:
-        restorer = utils.GFPGANer(model_path=str(path), upscale=2, arch="clean", channel_multiplier=2)
+        restorer = utils.GFPGANer(
+            model_path=str(path), upscale=2, arch="clean", channel_multiplier=2, device=torch.device("cpu")
+        )
     finally:
         utils.FaceRestoreHelper = helper
     return restorer.gfpgan, path, layout
