@@ -106,7 +106,7 @@ def find_weight_file(file: FaceWeightFile, given: str | None = None, folder: str
     try:
         return download(file.url, path)
     except (OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
+        reason = e if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", None) or e
         raise MissingFaceWeightsError(
             f"{path}: missing and the download failed ({str(reason).splitlines()[0][:120]}); {hint}"
         ) from None
