@@ -39,7 +39,8 @@ FACE_SIZE = 512
 DETECTION_THRESHOLD = 0.97  # FaceRestoreHelper.get_face_landmarks_5
 EYE_DIST_THRESHOLD = 5.0  # GFPGANer.enhance: faces with eyes closer than 5 px are skipped
 RESTORE_WEIGHT = 0.5  # GFPGANer.enhance's default (GFPGANv1Clean does not use it)
-# ParseNet's 19 classes -> paste mask: background (0), 14 (neck), 16-18 (cloth, hair, hat) stay out.
+# ParseNet's 19 labels (CelebAMask-HQ order) -> paste mask, facexlib's MASK_COLORMAP: background (0),
+# hat (14), necklace (16), neck (17) and cloth (18) stay out.
 PASTE_CLASSES = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0], bool)
 _MASK_BLUR = (101, 11.0)  # kernel size, sigma; applied twice
 _MASK_BORDER = 10
