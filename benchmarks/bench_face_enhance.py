@@ -85,7 +85,7 @@ def main() -> None:
     from skimage import data
 
     from real_esrgan_tf.faces.detection import Detections, FaceDetector
-    from real_esrgan_tf.faces.restorer import FaceEnhancer
+    from real_esrgan_tf.faces.restorer import FaceEnhancer, graph_function
     from real_esrgan_tf.models.gfpgan import GFPGANv1Clean
     from real_esrgan_tf.models.parsenet import ParseNet
     from real_esrgan_tf.models.retinaface import RetinaFaceResNet50
@@ -110,8 +110,8 @@ def main() -> None:
         return model
 
     upscaler = Upscaler(built(RRDBNet(), (1, 16, 16, 3)))
-    gfpgan = built(GFPGANv1Clean(), (1, 512, 512, 3))
-    parsenet = built(ParseNet(parsing_ch=19), (1, 512, 512, 3))
+    gfpgan = graph_function(built(GFPGANv1Clean(), (1, 512, 512, 3)))  # as build_face_enhancer runs them
+    parsenet = graph_function(built(ParseNet(parsing_ch=19), (1, 512, 512, 3)))
     detector = TimedDetector(built(RetinaFaceResNet50(), (1, 64, 64, 3)))
     enhancer = FaceEnhancer(upscaler, gfpgan, detector, parsenet, face_batch=args.faces)
     one_by_one = FaceEnhancer(upscaler, gfpgan, detector, parsenet, face_batch=1)

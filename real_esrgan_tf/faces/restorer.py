@@ -34,14 +34,12 @@ from real_esrgan_tf.faces.alignment import (
     invert_affine,
     warp_affine,
 )
+from real_esrgan_tf.faces.parsing import mask_from_labels  # facexlib's MASK_COLORMAP
 
 FACE_SIZE = 512
 DETECTION_THRESHOLD = 0.97  # FaceRestoreHelper.get_face_landmarks_5
 EYE_DIST_THRESHOLD = 5.0  # GFPGANer.enhance: faces with eyes closer than 5 px are skipped
 RESTORE_WEIGHT = 0.5  # GFPGANer.enhance's default (GFPGANv1Clean does not use it)
-# ParseNet's 19 labels (CelebAMask-HQ order) -> paste mask, facexlib's MASK_COLORMAP: background (0),
-# hat (14), necklace (16), neck (17) and cloth (18) stay out.
-PASTE_CLASSES = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0], bool)
 _MASK_BLUR = (101, 11.0)  # kernel size, sigma; applied twice
 _MASK_BORDER = 10
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -54,6 +52,16 @@ class Face:
     box: np.ndarray
     landmarks: np.ndarray
     affine: np.ndarray
+
+
+def graph_function(model):
+    """A Keras face network as a traced function of (N, 512, 512, 3) float32 batches (one trace for
+    every batch size; GFPGAN's noise is still drawn afresh per call)."""
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                          input_signature=[tf.TensorSpec([None, FACE_SIZE, FACE_SIZE, 3], tf.float32)])
+    return lambda batch: forward(tf.constant(batch, tf.float32))
 
 
 def _call(model, batch: np.ndarray) -> np.ndarray:
@@ -175,7 +183,7 @@ class FaceEnhancer:
         for start in range(0, len(restored), self.face_batch):
             logits = _call(self.parser, _normalise(restored[start:start + self.face_batch]))
             for classes in np.argmax(logits, axis=-1):
-                mask = np.where(PASTE_CLASSES[classes], 255.0, 0.0)
+                mask = mask_from_labels(classes).astype(np.float64)  # 0 / 255
                 mask = gaussian_blur(gaussian_blur(mask, *_MASK_BLUR), *_MASK_BLUR)
                 b = _MASK_BORDER
                 mask[:b], mask[-b:], mask[:, :b], mask[:, -b:] = 0, 0, 0, 0

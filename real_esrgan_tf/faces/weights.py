@@ -137,10 +137,11 @@ def build_face_enhancer(upscaler, paths: FaceWeightPaths, *, only_center_face: b
                         face_batch: int = 4):
     """A `FaceEnhancer` around `upscaler` with the networks read from `paths` (no torch)."""
     from real_esrgan_tf.faces.detection import FaceDetector
-    from real_esrgan_tf.faces.restorer import FaceEnhancer
+    from real_esrgan_tf.faces.restorer import FaceEnhancer, graph_function
     from real_esrgan_tf.weights.facexlib_pth import load_parsenet, load_retinaface
     from real_esrgan_tf.weights.gfpgan_pth import load_gfpgan
 
     return FaceEnhancer(
-        upscaler, load_gfpgan(str(paths.restorer)), FaceDetector(load_retinaface(str(paths.detector))),
-        load_parsenet(str(paths.parser)), only_center_face=only_center_face, face_batch=face_batch)
+        upscaler, graph_function(load_gfpgan(str(paths.restorer))),
+        FaceDetector(load_retinaface(str(paths.detector))), graph_function(load_parsenet(str(paths.parser))),
+        only_center_face=only_center_face, face_batch=face_batch)
