@@ -231,3 +231,27 @@ def test_restore_aligned_batches_faces(upscaler):
     x = (faces / 255.0).astype(np.float32)
     expected = np.rint((np.tanh(((x - np.float32(0.5)) / np.float32(0.5)) * np.float32(3)) + 1) / 2 * 255)
     np.testing.assert_array_equal(out, expected.astype(np.uint8))
+
+
+@pytest.mark.slow
+def test_video_frames_get_their_faces(upscaler, tmp_path):
+    """`video --face_enhance`: upscale_video with a FaceEnhancer writes each frame's face-restored upscale
+    (ffv1 with an RGB pixel format: lossless)."""
+    av = pytest.importorskip("av")
+    from real_esrgan_tf.serve import video, video_io
+    from tests.video_clips import make_clip
+
+    source = str(tmp_path / "clip.mkv")
+    make_clip(source, frames=3, size=(72, 56), audio=False, title=None)
+    enhancer = FaceEnhancer(upscaler, _restore_numpy, _FixedDetector(ROWS), _parse_numpy)
+    target = str(tmp_path / "out.mkv")
+    settings = video_io.EncodeSettings(codec="ffv1", pix_fmt="bgr0", batch=2)
+    video.upscale_video(source, target, [enhancer], settings)
+    with av.open(source) as c:
+        frames = [video_io.frame_to_rgb(f, "rgb24") for f in c.decode(video=0)]
+    with av.open(target) as c:
+        written = [video_io.frame_to_rgb(f, "rgb24") for f in c.decode(video=0)]
+    assert len(written) == len(frames) == 3
+    for frame, out in zip(frames, written, strict=True):
+        np.testing.assert_array_equal(out, enhancer.upscale(frame))
+        assert _psnr(out, upscaler.upscale(frame)) < 40  # faces pasted
