@@ -129,6 +129,9 @@ class GFPGANv1Clean(keras.Model):
     Call: `model(x, noise=None, randomize_noise=True, return_rgb=False)`, x [B, S, S, 3] RGB in [-1, 1]
       -> [B, S, S, 3] (and the U-Net's intermediate RGB images, smallest first, with return_rgb).
       noise: list of `num_layers` (15 at 512) tensors [B or 1, r, r, 1] (r = 4, 8, 8, 16, 16, ...).
+    Speed: run batches of faces through one traced graph, `model.predict_on_batch(faces)` (fresh noise per
+      call, as official) or a `tf.function`, rather than eagerly; bfloat16 via
+      `serve.keras_backend.rebuild_model(model, "bfloat16")` (BUILD_NOTES "GFPGAN v1.3/v1.4 generator").
     """
 
     def __init__(
