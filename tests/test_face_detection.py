@@ -140,7 +140,7 @@ def test_detect_thresholds_and_input_kinds(oracle, detector):
     _assert_same_faces(detector.detect(as_float), expected_float)
 
 
-@pytest.mark.parametrize("height, width", [(157, 143), (64, 64), (33, 71), (1, 9)])
+@pytest.mark.parametrize("height, width", [(157, 143), (64, 64), (33, 71), (1, 9), (481, 640)])
 def test_prior_boxes_equal_facexlib(height, width):
     utils = import_upstream("facexlib.detection.retinaface_utils")
     cfg = import_upstream("facexlib.detection.retinaface").generate_config("resnet50")

@@ -16,7 +16,6 @@ target sizes apply only to `use_origin_size=False`) and coordinates come back in
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -54,16 +53,22 @@ class Detections:
 
 
 def prior_boxes(height: int, width: int) -> np.ndarray:
-    """[P, 4] anchors (cx, cy, w, h), normalised by width/height, in the heads' row order."""
-    anchors = []
+    """[P, 4] anchors (cx, cy, w, h), normalised by width/height, in the heads' row order.
+
+    facexlib's `PriorBox` values exactly (float64 arithmetic, then float32), without its Python loop.
+    """
+    levels = []
     for step, sizes in zip(STEPS, MIN_SIZES, strict=True):
         rows, cols = math.ceil(height / step), math.ceil(width / step)
-        for i, j in itertools.product(range(rows), range(cols)):
-            for size in sizes:
-                anchors.append(
-                    ((j + 0.5) * step / width, (i + 0.5) * step / height, size / width, size / height)
-                )
-    return np.asarray(anchors, np.float64).reshape(-1, 4).astype(np.float32)
+        cx = (np.arange(cols, dtype=np.float64) + 0.5) * step / width
+        cy = (np.arange(rows, dtype=np.float64) + 0.5) * step / height
+        anchors = np.empty((rows, cols, len(sizes), 4), np.float64)
+        anchors[..., 0] = cx[None, :, None]
+        anchors[..., 1] = cy[:, None, None]
+        anchors[..., 2] = np.asarray(sizes, np.float64) / width
+        anchors[..., 3] = np.asarray(sizes, np.float64) / height
+        levels.append(anchors.reshape(-1, 4))
+    return np.concatenate(levels).astype(np.float32)
 
 
 def decode_boxes(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
