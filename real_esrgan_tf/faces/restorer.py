@@ -11,10 +11,10 @@ one image batched through GFPGAN and ParseNet, and the paste computed only where
 the official blend leaves the background exactly as it is).
 
 Where the official code breaks we choose (documented in the README): gray images are detected and
-restored as RGB and the faces pasted as BT.601 luma (facexlib's blend fails on a 2-D background); 16-bit
-images are detected and aligned as facexlib does (value / 65535 * 255) and the 8-bit restored faces scaled
-by 257 before the paste (facexlib pastes them unscaled into the 16-bit background). Alpha always comes
-from the background upscale. An image without faces is exactly the plain upscale.
+restored as RGB and the faces pasted as BT.601 luma (facexlib's blend fails on a 2-D background);
+16-bit images are detected and aligned as facexlib does (float value / 65535 * 255) and the 8-bit
+restored faces scaled by 257 before the paste (facexlib pastes them unscaled into the 16-bit image).
+Alpha always comes from the background upscale. An image without faces is exactly the plain upscale.
 
 Reference: gfpgan 1.3.8 `utils.py` (GFPGANer.enhance); facexlib 0.3.0 `utils/face_restoration_helper.py`.
 """
@@ -147,8 +147,7 @@ class FaceEnhancer:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces of a `face_input` image in the detector's order, filtered and aligned as facexlib does."""
-        detect_on = image if image.dtype == np.uint8 else np.clip(np.rint(image), 0, 255).astype(np.uint8)
-        found = self.detector.detect(detect_on, conf_threshold=DETECTION_THRESHOLD)
+        found = self.detector.detect(image, conf_threshold=DETECTION_THRESHOLD)  # 16-bit: float [0, 255]
         boxes = np.asarray(found.boxes, np.float32).reshape(-1, 4)
         landmarks = np.asarray(found.landmarks, np.float32).reshape(-1, 5, 2)
         eyes = np.linalg.norm(landmarks[:, 0] - landmarks[:, 1], axis=1)
