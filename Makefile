@@ -14,7 +14,7 @@ JS_STAMP := tests/js/node_modules/.installed
 $(STAMP): setup.py tests/oracle-requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,pretrained,tflite,serving]"
+	$(PY) -m pip install --quiet -e ".[test,pretrained,tflite,serving,onnx,openvino]"
 	$(PY) -m pip install --quiet --no-deps -r tests/oracle-requirements.txt
 	touch $(STAMP)
 
@@ -31,8 +31,13 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(wildcard real_esrgan_tf tests benchmarks pipelines)
 
+# The browser tests (tests/test_export_web.py) need Debian's Chromium; -rs prints every skip's reason.
+BROWSER_CHECK := test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || echo "make test: Chromium not \
+installed, the browser tests are SKIPPED (enable them: apt-get install -y chromium chromium-driver)"
+
 test: $(STAMP) $(JS_STAMP) lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15 tests
+	@$(BROWSER_CHECK)
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadscope --durations=15 tests
 
 test-fast: $(STAMP) $(JS_STAMP) lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=10 -m "not slow" tests
