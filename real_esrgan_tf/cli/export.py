@@ -1,17 +1,11 @@
-"""`real-esrgan-tf export`: a SavedModel for TensorFlow Serving or a TFLite model for phones."""
+"""`real-esrgan-tf export`: a generator in one of the formats of `export.formats.FORMATS`."""
 
 from __future__ import annotations
 
-import glob
-import os
 import sys
 
-import numpy as np
-
-from real_esrgan_tf.export.common import ExportError, Quantization, generator_scale
-
-# -- command line -----------------------------------------------------------------------------
-FORMATS = ("saved_model", "tflite")
+from real_esrgan_tf.export.common import ExportError, Quantization
+from real_esrgan_tf.export.formats import FORMATS, ExportOptions
 
 
 def define_flags(fv) -> None:
@@ -23,13 +17,16 @@ def define_flags(fv) -> None:
         "a .pth or .weights.h5 file, or a training --model_dir (its exported EMA generator).",
         flag_values=fv,
     )
-    flags.DEFINE_enum("format", "saved_model", FORMATS, "What to write.", flag_values=fv)
-    flags.DEFINE_string(
-        "output", None,
-        "saved_model: the model's base folder (savedmodels/<name>); the version goes below it. "
-        "tflite: the .tflite file.",
+    flags.DEFINE_enum(
+        "format", "saved_model", list(FORMATS),
+        "What to write: " + "; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()) + ".",
         flag_values=fv,
     )
+    flags.DEFINE_string(
+        "output", None, "; ".join(f"{f.name}: {f.output}" for f in FORMATS.values()) + ".", flag_values=fv
+    )
+    flags.DEFINE_boolean("fp16", False, "Half-precision weights (and compute where the format has it).",
+                         flag_values=fv)
     flags.DEFINE_integer("version", None, "SavedModel version folder, >= 0: TF Serving loads no other "
                          "(default: highest existing + 1).", lower_bound=0, flag_values=fv)
     flags.DEFINE_integer("tile", 256, "upscale_image: LR tile size inside the graph (0 = no tiling).",
@@ -47,44 +44,33 @@ def define_flags(fv) -> None:
         flag_values=fv,
     )
     flags.DEFINE_integer("calibration_crops", 64, "TFLite int8: number of calibration crops.", flag_values=fv)
+    flags.DEFINE_list("ncnn_blobs", ["data", "output"],
+                      "ncnn: the input and output blob names (the official files' are data,output).",
+                      flag_values=fv)
     flags.mark_flags_as_required(["model", "output"], flag_values=fv)
 
 
-
-def _calibration_photos(folder: str | None) -> list[np.ndarray]:
-    from real_esrgan_tf.images import read_image
-
-    folder = folder or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
-    paths = sorted(p for p in glob.glob(os.path.join(folder, "*")) if os.path.isfile(p))
-    photos = [read_image(p).pixels for p in paths]
-    if not photos:
-        raise ExportError(f"{folder}: no calibration images")
-    return photos
+def options_from_flags(fv) -> ExportOptions:
+    if len(fv.ncnn_blobs) != 2 or not all(fv.ncnn_blobs):
+        raise ExportError(f"--ncnn_blobs takes two names, input,output (got {','.join(fv.ncnn_blobs)!r})")
+    return ExportOptions(
+        output=fv.output, fp16=fv.fp16, source=fv.model, version=fv.version, tile=fv.tile,
+        tile_pad=fv.tile_pad, quantization=Quantization(fv.quantization), input_size=fv.input_size,
+        calibration_images=fv.calibration_images, calibration_crops=fv.calibration_crops,
+        ncnn_blobs=(fv.ncnn_blobs[0], fv.ncnn_blobs[1]),
+    )
 
 
 def run(fv) -> int:
-    from real_esrgan_tf.export import ServingConfig, degraded_lq_crops, export_saved_model, export_tflite
+    from real_esrgan_tf.export.formats import export_generator
     from real_esrgan_tf.images import ImageError
     from real_esrgan_tf.serve.loading import load_keras_generator
     from real_esrgan_tf.weights import WeightsError
 
     try:
+        options = options_from_flags(fv)
         generator = load_keras_generator(fv.model)  # name, .pth, .weights.h5 or training folder
-        if fv.format == "saved_model":
-            path = export_saved_model(
-                generator, fv.output, version=fv.version, config=ServingConfig(fv.tile, fv.tile_pad)
-            )
-        else:
-            quantization = Quantization(fv.quantization)
-            calibration = None
-            if quantization is Quantization.INT8:
-                calibration = degraded_lq_crops(
-                    _calibration_photos(fv.calibration_images),
-                    size=fv.input_size, scale=generator_scale(generator), count=fv.calibration_crops,
-                )
-            export_tflite(generator, fv.output, quantization=quantization, input_size=fv.input_size,
-                          calibration=calibration)
-            path = fv.output
+        path = export_generator(generator, fv.format, options)
     except (ExportError, ImageError, WeightsError, OSError, ValueError) as e:
         print(f"real-esrgan-tf export: {e}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Deployment formats: a SavedModel for TensorFlow Serving, TFLite models for phones."""
+"""Deployment formats: one module per format, listed in `export.formats.FORMATS` (`--format`)."""
 
 from real_esrgan_tf._lazy import lazy_exports
 
@@ -8,6 +8,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "ExportError": "real_esrgan_tf.export.common",
         "Quantization": "real_esrgan_tf.export.common",
         "generator_scale": "real_esrgan_tf.export.common",
+        "FORMATS": "real_esrgan_tf.export.formats",
+        "ExportOptions": "real_esrgan_tf.export.formats",
+        "export_generator": "real_esrgan_tf.export.formats",
         "SAVED_MODEL_INTERFACE_VERSION": "real_esrgan_tf.export.saved_model",
         "ServingConfig": "real_esrgan_tf.export.saved_model",
         "SuperResolutionModule": "real_esrgan_tf.export.saved_model",
@@ -18,5 +21,6 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "export_tflite_models": "real_esrgan_tf.export.tflite",
         "fixed_size_model": "real_esrgan_tf.export.tflite",
         "int8_friendly": "real_esrgan_tf.export.tflite",
+        "write_tfjs": "real_esrgan_tf.export.tfjs",
     },
 )

@@ -307,3 +307,7 @@ def export_saved_model(
     return target
 
 
+def write(generator, options) -> str:
+    """`export --format saved_model` (the `export.formats` entry point): the version folder written."""
+    config = ServingConfig(options.tile, options.tile_pad)
+    return export_saved_model(generator, options.output, version=options.version, config=config)

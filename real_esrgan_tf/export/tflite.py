@@ -7,6 +7,7 @@ size with the same tile planner as the Upscaler.
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import tempfile
@@ -187,3 +188,28 @@ def export_tflite_models(
     return results
 
 
+def calibration_photos(folder: str | None = None) -> list[np.ndarray]:
+    """The photos in `folder` (default: the bundled samples) that int8 calibration crops come from."""
+    from real_esrgan_tf.images import read_image
+
+    folder = folder or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples")
+    paths = sorted(p for p in glob.glob(os.path.join(folder, "*")) if os.path.isfile(p))
+    photos = [read_image(p).pixels for p in paths]
+    if not photos:
+        raise ExportError(f"{folder}: no calibration images")
+    return photos
+
+
+def write(generator, options) -> str:
+    """`export --format tflite` (the `export.formats` entry point): the .tflite file written."""
+    from real_esrgan_tf.export.common import generator_scale
+
+    calibration = None
+    if options.quantization is Quantization.INT8:
+        calibration = degraded_lq_crops(
+            calibration_photos(options.calibration_images), size=options.input_size,
+            scale=generator_scale(generator), count=options.calibration_crops,
+        )
+    export_tflite(generator, options.output, quantization=options.quantization,
+                  input_size=options.input_size, calibration=calibration)
+    return options.output

@@ -63,3 +63,16 @@ class SavedModelGenerator:
         import tensorflow as tf
 
         return self._signature(**{self.input_name: tf.constant(lq, tf.float32)})["sr"].numpy()
+
+
+def open_model(path: str, options) -> SavedModelGenerator:
+    """The `serve.backends` entry point: a SavedModel folder (or TF Serving base folder) as a backend."""
+    from real_esrgan_tf.serve.backends import BackendError
+
+    saved = resolve_saved_model_dir(path)
+    if saved is None:
+        raise BackendError(f"{path}: no saved_model.pb in the folder or its version folders")
+    try:
+        return SavedModelGenerator(saved)
+    except SavedModelError as e:
+        raise BackendError(str(e)) from None

@@ -127,3 +127,13 @@ class TFLiteGenerator:
                 oy : oy + (t.y1 - t.y0) * s, ox : ox + (t.x1 - t.x0) * s
             ]
         return out[None, : h * s, : w * s]
+
+
+def open_model(path: str, options) -> TFLiteGenerator:
+    """The `serve.backends` entry point: a .tflite file as a backend (BackendError: one line)."""
+    from real_esrgan_tf.serve.backends import BackendError
+
+    try:
+        return TFLiteGenerator(path, num_threads=options.threads or 2)
+    except (TFLiteModelError, ImportError) as e:
+        raise BackendError(str(e).splitlines()[0]) from None
