@@ -26,6 +26,7 @@ EXTRAS = {
         "ncnn",  # CPU runtime: the reference for our outputs
         "scikit-image",  # real sample photographs
         "scipy",
+        "selenium",  # drives Debian's chromium + chromium-driver (apt) for the web page test
         # test-only oracles: .pth files are read without torch. torchvision (facexlib's detector,
         # basicsr) exists for this torch only as its CUDA build, which runs on the CPU.
         "torch==2.14.1",
@@ -49,7 +50,10 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["real_esrgan_tf", "real_esrgan_tf.*"]),
     # evaluation/niqe_pris_params.npz: NIQE's pristine model from BasicSR 1.4.2 (Apache-2.0)
-    package_data={"real_esrgan_tf": ["samples/*", "evaluation/niqe_pris_params.npz"]},
+    # export/web_assets/vendor: TensorFlow.js dist files (Apache-2.0) that `export --format web` copies
+    package_data={"real_esrgan_tf": ["samples/*", "evaluation/niqe_pris_params.npz",
+                                     "export/web_assets/*.html", "export/web_assets/*.js",
+                                     "export/web_assets/*.css", "export/web_assets/vendor/*"]},
     install_requires=[
         "tensorflow==2.21.*",
         "absl-py",

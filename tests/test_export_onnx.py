@@ -35,15 +35,22 @@ def psnr(a, b):
 
 
 def randomized(model, seed):
-    """The model with its weights perturbed (per-channel PReLU slopes in [0, 0.5])."""
+    """The model with its weights perturbed (per-channel PReLU slopes in [0, 0.5]).
+
+    RRDBNet's last conv is scaled up and biased to 0.5 so that its output is a picture in [0, 1]
+    with contrast (std ~0.2) rather than noise around 0 that the Upscaler would clip to black.
+    """
     rng = np.random.default_rng(seed)
     weights = []
     for layer in model.layers:
-        for w in layer.get_weights():
+        for k, w in enumerate(layer.get_weights()):
             if isinstance(layer, keras.layers.PReLU):
-                weights.append(rng.uniform(0.0, 0.5, w.shape).astype(np.float32))
+                w = rng.uniform(0.0, 0.5, w.shape)
             else:
-                weights.append((w + rng.normal(0.0, 0.02, w.shape)).astype(np.float32))
+                w = w + rng.normal(0.0, 0.02, w.shape)
+            if isinstance(model, RRDBNet) and layer.name == "conv_last":
+                w = w * 20 if k == 0 else w + 0.5
+            weights.append(w.astype(np.float32))
     model.set_weights(weights)
     return model
 

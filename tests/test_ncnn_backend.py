@@ -136,7 +136,8 @@ def test_bad_files_are_one_line(animevideo, tmp_path):
     shutil.copy(param, foreign)
     other = ncnn_files(pretrained_info("realesrgan-x4plus-anime-6b"))[1]
     os.symlink(other, tmp_path / "foreign.bin")  # ncnn alone would load it without a word
-    with pytest.raises(BackendError, match=r"foreign\.bin: layer .* unsupported weight encoding tag") as error:
+    foreign_tag = r"foreign\.bin: layer .* unsupported weight encoding tag"
+    with pytest.raises(BackendError, match=foreign_tag) as error:
         ncnn_backend.open_model(str(foreign), ONE_THREAD)
     _one_line(error)
 

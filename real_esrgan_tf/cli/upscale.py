@@ -6,7 +6,7 @@ import os
 
 from absl import flags, logging
 
-from real_esrgan_tf.cli import report
+from real_esrgan_tf.cli import faces, report
 from real_esrgan_tf.cli.report import UserError
 from real_esrgan_tf.serve.backends import BACKENDS, backend_names
 from real_esrgan_tf.serve.keras_backend import Precision
@@ -67,6 +67,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("suffix", "out", "Output name is {stem}_{suffix}.{ext} ({stem}.{ext} if empty; "
                         "then an existing file of that name in an input's own folder is never overwritten).",
                         flag_values=fv)
+    faces.define_face_flags(fv)
 
 
 def _error(message: str) -> None:
@@ -190,6 +191,7 @@ def run(fv) -> int:
             precision=resolve_precision_flag(fv, model, "upscale"),
             tta=fv.tta, alpha=fv.alpha, outscale=outscale, jit_compile=fv.xla, progress=True,
         )
+        upscaler = faces.with_faces(fv, upscaler)  # --face_enhance: GFPGAN on the faces
     except (UserError, ValueError, TypeError) as e:
         _error(str(e))
         return 1

@@ -21,5 +21,6 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "export_tflite_models": "real_esrgan_tf.export.tflite",
         "fixed_size_model": "real_esrgan_tf.export.tflite",
         "int8_friendly": "real_esrgan_tf.export.tflite",
+        "write_tfjs": "real_esrgan_tf.export.tfjs",
     },
 )

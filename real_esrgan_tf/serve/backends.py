@@ -64,6 +64,10 @@ BACKENDS: dict[str, Backend] = {
                 "an exported SavedModel folder (what TF Serving serves)"),
         Backend("tflite", "real_esrgan_tf.serve.tflite_backend", (".tflite",), "ai_edge_litert", "tflite",
                 "TFLite (ai-edge-litert, XNNPACK)"),
+        Backend("onnxruntime", "real_esrgan_tf.serve.onnx_backend", (".onnx",), "onnxruntime", "onnx",
+                "ONNX Runtime, CPU execution provider"),
+        Backend("openvino", "real_esrgan_tf.serve.openvino_backend", (".onnx",), "openvino", "openvino",
+                "OpenVINO CPU plugin, on the same .onnx files (f32)"),
         Backend("ncnn", "real_esrgan_tf.serve.ncnn_backend", (".param",), "ncnn", "ncnn",
                 "ncnn on the CPU: .param/.bin files (official, Upscayl, ours) as they are"),
     )

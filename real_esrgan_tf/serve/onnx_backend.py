@@ -59,6 +59,45 @@ def scale_from(metadata: dict, run, input_size: tuple[int, int] | None, name: st
     return scale
 
 
+def prelu_as_relu(content: bytes) -> bytes:
+    """The model with each PRelu(x, a) (slope an initialiser) as Add(Mul(x, a), Mul(Relu(x), 1 - a)).
+
+    The same function (x > 0: x; else a x), which ORT's CPU provider runs ~20% faster on
+    SRVGGNetCompact: its NCHWc blocked layout covers Relu/Mul/Add but not PRelu, which costs a layout
+    round trip per layer (BUILD_NOTES "ONNX export"). The file on disk is unchanged. Returns `content`
+    itself when there is nothing to rewrite or the onnx package is missing.
+    """
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError:
+        return content
+    model = onnx.load_from_string(content)
+    graph = model.graph
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+        return content  # weights beside the file: ORT must open it by its path
+    slopes = {t.name: t for t in graph.initializer}
+    if not any(n.op_type == "PRelu" and n.input[1] in slopes for n in graph.node):
+        return content
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "PRelu" or node.input[1] not in slopes:
+            nodes.append(node)
+            continue
+        (x, slope), (y,) = node.input, node.output
+        a = numpy_helper.to_array(slopes[slope])
+        graph.initializer.append(numpy_helper.from_array((1 - a).astype(a.dtype), f"{y}__1_minus_slope"))
+        nodes += [
+            helper.make_node("Mul", [x, slope], [f"{y}__linear"]),
+            helper.make_node("Relu", [x], [f"{y}__relu"]),
+            helper.make_node("Mul", [f"{y}__relu", f"{y}__1_minus_slope"], [f"{y}__rest"]),
+            helper.make_node("Add", [f"{y}__linear", f"{y}__rest"], [y], name=node.name),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model.SerializeToString()
+
+
 def _ort():
     try:
         import onnxruntime
@@ -76,13 +115,14 @@ class OnnxRuntimeGenerator:
       threads: intra-op threads (None: ORT's default, one per physical core).
       optimization: graph optimisation level, one of OPTIMIZATION_LEVELS ("all": fusions and
         NCHWc layouts).
+      rewrite_prelu: run PRelu as Relu/Mul/Add (`prelu_as_relu`: same function, faster on ORT's CPU).
       name: names the model in errors (default: the path).
     """
 
     input_size = None  # any size
 
     def __init__(self, model: str | bytes, *, threads: int | None = None, optimization: str = "all",
-                 name: str | None = None):
+                 rewrite_prelu: bool = True, name: str | None = None):
         ort = _ort()
         self.name = name or (model if isinstance(model, str) else "<onnx model>")
         if isinstance(model, str) and not os.path.isfile(model):
@@ -101,6 +141,13 @@ class OnnxRuntimeGenerator:
         so.inter_op_num_threads = 1
         so.log_severity_level = 3  # errors only: the user sees our one line, not ORT's warnings
         try:
+            if rewrite_prelu:
+                content = model
+                if isinstance(model, str):
+                    with open(model, "rb") as f:
+                        content = f.read()
+                rewritten = prelu_as_relu(content)
+                model = model if rewritten is content else rewritten
             self._session = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types
             raise BackendError(f"{self.name}: not a loadable ONNX model ({first_line(e)})") from None
