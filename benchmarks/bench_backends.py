@@ -23,6 +23,12 @@ Every size runs each runtime's default setting; the --grid_sizes also run the ot
 
     python benchmarks/bench_backends.py [--sizes 64,128,256] [--grid_sizes 128] [--repeats 3]
                                         [--threads N] [--models x4plus,animevideov3] [--quick] [--save FILE]
+
+Recorded 2026-12-06 (benchmarks/measured/backends_*.json, BUILD_NOTES "CPU backends side by side"),
+on a shared machine, one process per model/size so that each finished in the session:
+    --threads 1 --models animevideov3 --sizes 64,128,256 --grid_sizes 128 --repeats 3
+    --threads 1 --models x4plus --sizes 128 --grid_sizes 128 --short_grid --repeats 1
+    --threads 1 --models x4plus --sizes 64 --grid_sizes "" --repeats 3
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ BACKENDS: dict[str, Backend] = {
 # `generator_key`. The architecture rows come from benchmarks/bench_backends.py (BUILD_NOTES "CPU
 # backends side by side"): on a CPU in fp32, ncnn's Winograd convolutions run SRVGGNetCompact 1.8-2.3x
 # faster than TensorFlow's oneDNN direct ones; ONNX Runtime and OpenVINO (f32) are not faster than
-# TensorFlow there, and for RRDBNet nothing measured clearly faster in fp32.
+# TensorFlow. RRDBNet x4plus: ncnn 1.5x on one thread but 1.0x on two idle cores, and TensorFlow's
+# row strips bound the memory of its 4x activations on large tiles (ncnn holds them whole): TensorFlow.
 AUTO: dict[str, tuple[str, ...]] = {
     ".tflite": ("tflite",),
     ".param": (TENSORFLOW,),
