@@ -198,6 +198,8 @@ def test_module_prefixed_and_legacy_files_load_the_same(oracle, detector, tmp_pa
     model = load_retinaface(str(prefixed))
     for ours, reference in zip(model.weights, detector.model.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(reference))
+    clone = type(model).from_config(model.get_config())
+    assert [w.shape for w in clone.weights] == [w.shape for w in model.weights]
 
 
 @pytest.mark.slow

@@ -74,7 +74,8 @@ def prior_boxes(height: int, width: int) -> np.ndarray:
 def decode_boxes(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
     """[P, 4] offsets -> x1, y1, x2, y2 normalised (facexlib `decode`, float32)."""
     centre = priors[:, :2] + loc[:, :2] * np.float32(VARIANCES[0]) * priors[:, 2:]
-    size = priors[:, 2:] * np.exp(loc[:, 2:] * np.float32(VARIANCES[1]))
+    with np.errstate(over="ignore"):  # an untrained net's huge offsets give inf, as in torch
+        size = priors[:, 2:] * np.exp(loc[:, 2:] * np.float32(VARIANCES[1]))
     top_left = centre - size / 2
     return np.concatenate([top_left, size + top_left], axis=1)
 
@@ -90,7 +91,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     boxes = boxes.astype(np.float32, copy=False)
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = boxes.T
-    areas = (x2 - x1) * (y2 - y1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        areas = (x2 - x1) * (y2 - y1)
     suppressed = np.zeros(len(boxes), bool)
     keep = []
     for position, i in enumerate(order):
@@ -99,10 +101,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         keep.append(i)
         rest = order[position + 1 :]
         rest = rest[~suppressed[rest]]
-        w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = w * h
-        iou = inter / (areas[i] + areas[rest] - inter)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf/nan boxes: never suppress, as torch
+            w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+            h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+            inter = w * h
+            iou = inter / (areas[i] + areas[rest] - inter)
         suppressed[rest[iou > iou_threshold]] = True
     return np.asarray(keep, np.int64)
 
