@@ -2,7 +2,6 @@
 architecture run by the `ncnn` runtime against Keras and the upstream PyTorch nets, and the error paths."""
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,9 +164,6 @@ def test_exported_files_load_back_as_the_same_generator(exported, tmp_path):
 
 def _upstream_pth(kind, tmp_path):
     torch = pytest.importorskip("torch")
-    # torchvision imports torch._dynamo, which imports triton; triton imported after TensorFlow
-    # segfaults (torch 2.14.1 / triton of the test extra). Without triton torch runs eagerly.
-    sys.modules.setdefault("triton", None)
     from tests.upstream import import_upstream
 
     torch.manual_seed(5)

@@ -15,12 +15,10 @@ fresh noise per call). facexlib's model downloads are replaced by the same files
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pytest
 
-sys.modules.setdefault("triton", None)  # loaded after TensorFlow, triton segfaults; torch runs without it
 torch = pytest.importorskip("torch")
 from tests.upstream import import_upstream  # noqa: E402 (after the torch guard)
 

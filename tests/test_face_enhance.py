@@ -8,16 +8,12 @@ chain test (tests/test_face_chain.py). No face: the plain upscale, bit for bit, 
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
 from real_esrgan_tf.faces.detection import Detections
 from real_esrgan_tf.faces.restorer import FaceEnhancer
 
-# triton (pulled in by torchvision) segfaults when loaded after TensorFlow; torch runs without it on the CPU
-sys.modules.setdefault("triton", None)
 torch = pytest.importorskip("torch")
 from tests.upstream import import_upstream  # noqa: E402 (after the torch guard)
 

@@ -17,9 +17,6 @@ from real_esrgan_tf.faces import parsing
 from real_esrgan_tf.weights import WeightsError
 
 torch = pytest.importorskip("torch")
-# The CUDA torch build's triton segfaults when imported after TensorFlow (both bundle LLVM); torch
-# only probes for it (ImportError = absent) when torchvision loads, and these CPU oracles never use it.
-sys.modules.setdefault("triton", None)
 from tests.upstream import import_upstream  # noqa: E402 (after the torch guard)
 
 

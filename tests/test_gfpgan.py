@@ -13,11 +13,6 @@ import sys
 import numpy as np
 import pytest
 
-# triton (torch's GPU kernel compiler, a dependency of the Linux torch wheel) segfaults when imported after
-# TensorFlow, and torchvision imports it through torch._dynamo; torch on the CPU never needs it and treats
-# an ImportError as "no triton". Set before any torchvision import (belongs in tests/upstream.py).
-sys.modules.setdefault("triton", None)
-
 from real_esrgan_tf.models.gfpgan import GFPGANv1Clean  # noqa: E402
 from real_esrgan_tf.weights.errors import WeightsError  # noqa: E402
 from real_esrgan_tf.weights.gfpgan_pth import gfpgan_assignments, load_gfpgan  # noqa: E402
