@@ -14,7 +14,7 @@ JS_STAMP := tests/js/node_modules/.installed
 $(STAMP): setup.py tests/oracle-requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,pretrained,tflite,serving]"
+	$(PY) -m pip install --quiet -e ".[test,pretrained,tflite,serving,onnx,openvino]"
 	$(PY) -m pip install --quiet --no-deps -r tests/oracle-requirements.txt
 	touch $(STAMP)
 

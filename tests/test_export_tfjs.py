@@ -41,14 +41,15 @@ def node(*args) -> dict:
     return json.loads(result.stdout)
 
 
-def run_tfjs(model_dir, inputs, tmp_path) -> tuple[list[np.ndarray], dict]:
+def run_tfjs(model_dir, inputs, tmp_path, backend="cpu") -> tuple[list[np.ndarray], dict]:
     """Each [1, h, w, 3] float32 input through the exported model in TF.js: (outputs, run info)."""
     runs = []
     for i, x in enumerate(inputs):
         x.astype("<f4").tofile(tmp_path / f"in{i}.bin")
         runs.append({"input": str(tmp_path / f"in{i}.bin"), "shape": list(x.shape),
                      "output": str(tmp_path / f"out{i}.bin")})
-    (tmp_path / "job.json").write_text(json.dumps({"model": str(model_dir), "runs": runs}))
+    job = {"model": str(model_dir), "runs": runs, "backend": backend}
+    (tmp_path / "job.json").write_text(json.dumps(job))
     info = node("predict", str(tmp_path / "job.json"))
     outputs = [np.fromfile(run["output"], "<f4").reshape(shape) for run, shape in zip(runs, info["shapes"],
                                                                                        strict=True)]
@@ -101,35 +102,49 @@ def odd_input(multiple, seed=0):
     return np.random.default_rng(seed).random((1, h, w, 3), dtype=np.float32)
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """exported(name, fp16) -> (generator, model folder): each architecture built and written once
+    per precision for the whole module (the op-set tests read the same files the round trips run)."""
+    cache, root = {}, tmp_path_factory.mktemp("tfjs")
+
+    def get(name, fp16=False):
+        if name not in cache:
+            cache[name] = GENERATORS[name][0]()
+        key = (name, fp16)
+        if key not in cache:
+            folder = str(root / f"{name}-{'fp16' if fp16 else 'fp32'}")
+            cache[key] = write_tfjs(cache[name], folder, fp16=fp16, source=f"runs/{name}.weights.h5")
+        return cache[name], cache[key]
+
+    return get
+
+
 @needs_tfjs
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n == "rrdbnet_x1" else n for n in sorted(GENERATORS)]
 )
-def test_tfjs_output_equals_keras(name, tmp_path):
-    build, multiple, architecture = GENERATORS[name]
-    generator = build()
+@pytest.mark.parametrize("fp16, min_psnr", [(False, 60.0), (True, 45.0)], ids=["fp32", "fp16"])
+def test_tfjs_output_equals_keras(name, fp16, min_psnr, exported, tmp_path):
+    _, multiple, architecture = GENERATORS[name]
+    generator, folder = exported(name, fp16)
     x = odd_input(multiple)
     expected = np.asarray(generator(x))
-    for fp16, min_psnr in ((False, 60.0), (True, 45.0)):
-        folder = write_tfjs(generator, str(tmp_path / f"{name}-{fp16}"), fp16=fp16,
-                            source=f"runs/{name}.weights.h5")
-        (sr,), info = run_tfjs(folder, [x], tmp_path)
-        assert info["backend"] == "cpu" and info["tfjs"] == "4.22.0"
-        assert sr.shape == expected.shape
-        value = psnr(sr, expected)
-        print(f"{name} fp16={fp16}: {value:.1f} dB")
-        assert value >= min_psnr, f"{name} fp16={fp16}: {value:.1f} dB"
-        metadata = info["metadata"]  # as TF.js reads it
-        assert (metadata["scale"], metadata["multiple"], metadata["architecture"]) == (
-            generator.scale, multiple, architecture)
-        assert metadata["name"] == name and metadata["fp16"] is fp16
+    (sr,), info = run_tfjs(folder, [x], tmp_path)
+    assert info["backend"] == "cpu" and info["tfjs"] == "4.22.0"
+    assert sr.shape == expected.shape
+    value = psnr(sr, expected)
+    assert value >= min_psnr, f"{name} fp16={fp16}: {value:.1f} dB"
+    metadata = info["metadata"]  # as TF.js reads it
+    assert (metadata["scale"], metadata["multiple"], metadata["architecture"]) == (
+        generator.scale, multiple, architecture)
+    assert metadata["name"] == name and metadata["fp16"] is fp16
 
 
 @needs_tfjs
-def test_one_model_serves_every_input_size(tmp_path):
+def test_one_model_serves_every_input_size(exported, tmp_path):
     """Dynamic height and width: one exported x2 model (reshape-based unshuffle) on two sizes."""
-    generator = GENERATORS["rrdbnet_x2"][0]()
-    folder = write_tfjs(generator, str(tmp_path / "x2"))
+    generator, folder = exported("rrdbnet_x2")
     rng = np.random.default_rng(3)
     inputs = [rng.random((1, 12, 14, 3), dtype=np.float32), rng.random((1, 6, 20, 3), dtype=np.float32)]
     outputs, info = run_tfjs(folder, inputs, tmp_path)
@@ -138,13 +153,32 @@ def test_one_model_serves_every_input_size(tmp_path):
         assert psnr(sr, np.asarray(generator(x))) >= 60.0
 
 
+@needs_tfjs
+@pytest.mark.parametrize("name", ["rrdbnet_x2", "srvgg_prelu"])
+def test_tfjs_wasm_backend_output_equals_keras(name, exported, tmp_path):
+    """The WASM backend (XNNPACK; the page's choice without a GPU) runs the same model file."""
+    generator, folder = exported(name, fp16=True)
+    x = odd_input(GENERATORS[name][1], seed=4)
+    (sr,), info = run_tfjs(folder, [x], tmp_path, backend="wasm")
+    assert info["backend"] == "wasm"
+    assert psnr(sr, np.asarray(generator(x))) >= 45.0
+
+
+@pytest.mark.parametrize("scale, shape", [(2, (2, 6, 10, 3)), (4, (1, 8, 12, 5)), (2, (1, 2, 2, 64))])
+def test_reshape_unshuffle_equals_space_to_depth(scale, shape):
+    import tensorflow as tf
+
+    x = np.random.default_rng(scale).random(shape, dtype=np.float32)
+    got = tfjs.ReshapePixelUnshuffle(scale)(x)
+    np.testing.assert_array_equal(np.asarray(got), tf.nn.space_to_depth(x, scale).numpy())
+
+
 @pytest.fixture(scope="module")
-def written_ops(tmp_path_factory):
+def written_ops(exported):
     """Every op in the model.json of every architecture (as written, read back from disk)."""
     ops = {}
-    for name, (build, _, _) in GENERATORS.items():
-        folder = write_tfjs(build(), str(tmp_path_factory.mktemp("ops") / name))
-        with open(os.path.join(folder, "model.json")) as f:
+    for name in GENERATORS:
+        with open(os.path.join(exported(name)[1], "model.json")) as f:
             ops[name] = {node["op"] for node in json.load(f)["modelTopology"]["node"]}
     return ops
 
@@ -298,3 +332,19 @@ def test_export_command_writes_a_tfjs_model_tfjs_runs(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"real-esrgan-tf export: {notes}: exists and is not an earlier TF.js export; choose another --output")
     assert os.listdir(tmp_path / "notes") == ["a.txt"]
+
+
+@needs_tfjs
+def test_a_mixed_precision_generator_is_exported_in_float32(tmp_path):
+    """TF.js has no float16 tensors: a mixed_float16 model (what `--precision fp16` builds) is
+    rebuilt in float32 with its weights, so TF.js equals the float32 Keras model."""
+    reference = tiny_compact("leakyrelu")
+    mixed = SRVGGNetCompact(num_conv=2, num_feat=8, act="leakyrelu", dtype="mixed_float16")
+    mixed.set_weights(reference.get_weights())
+    folder = write_tfjs(mixed, str(tmp_path / "mixed"))
+    with open(os.path.join(folder, "model.json")) as f:
+        model = json.load(f)
+    assert "DT_HALF" not in json.dumps(model["modelTopology"])
+    x = odd_input(1, seed=7)
+    (sr,), _ = run_tfjs(folder, [x], tmp_path)
+    assert psnr(sr, np.asarray(reference(x))) >= 60.0

@@ -56,7 +56,8 @@ def _build_upscaler(fv):
 
     model, default_outscale = upscale.load_model(fv)  # the loader `upscale` uses
     outscale = default_outscale if fv.outscale is None else fv.outscale
-    upscaler = Upscaler(model, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=fv.precision,
+    precision = upscale.resolve_precision_flag(fv, model, "evaluate")
+    upscaler = Upscaler(model, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=precision,
                         tta=fv.tta, outscale=outscale, jit_compile=fv.xla)
     scale = outscale or upscaler.scale
     if scale != int(scale):

@@ -55,6 +55,15 @@ def define_flags(fv: flags.FlagValues) -> None:
         flags.mark_flag_as_required(name, flag_values=fv)
 
 
+def _warn_slow_precision(policy: str) -> None:
+    """One warning line when train.precision is a mixed policy this device does not compute natively."""
+    from real_esrgan_tf.serve.precision import detect_device, training_precision_warning
+
+    warning = training_precision_warning(policy, detect_device())
+    if warning:
+        print(f"real-esrgan-tf train: warning: train.precision {warning}", file=sys.stderr, flush=True)
+
+
 def run(fv: flags.FlagValues) -> int:
     from real_esrgan_tf.training.config import ConfigError, load_pipeline
 
@@ -86,6 +95,7 @@ def run(fv: flags.FlagValues) -> int:
         # Before the handlers: MultiWorkerMirroredStrategy starts TensorFlow's coordination service,
         # whose preemption notifier takes SIGTERM over at the C level (it would swallow it unseen).
         strategy = make_strategy(fv.strategy, fv.tpu, fv.heartbeat_timeout)
+        _warn_slow_precision(str(config.train.precision))
         with stop:
             run_ = build_run(config, fv.model_dir, strategy, resume=fv.resume)
             print(

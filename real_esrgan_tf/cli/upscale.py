@@ -6,7 +6,7 @@ import os
 
 from absl import flags, logging
 
-from real_esrgan_tf.cli import report
+from real_esrgan_tf.cli import faces, report
 from real_esrgan_tf.cli.report import UserError
 from real_esrgan_tf.serve.backends import BACKENDS, backend_names
 from real_esrgan_tf.serve.keras_backend import Precision
@@ -40,9 +40,10 @@ def define_model_flags(fv: flags.FlagValues, default_model: str = "realesrgan-x4
                          flag_values=fv)
     flags.DEFINE_integer("pre_pad", 0, "Reflect padding at the bottom/right before the net.", lower_bound=0,
                          flag_values=fv)
-    flags.DEFINE_enum("precision", "fp32", [p.value for p in Precision],
-                      "Compute precision; fp16/bf16 fall back to fp32 when the output is not finite.",
-                      flag_values=fv)
+    flags.DEFINE_enum("precision", "auto", [p.value for p in Precision],
+                      "Compute precision; auto: the device's native one (bf16 on a CPU with AVX512_BF16/AMX, "
+                      "fp16 on a GPU with tensor cores, else fp32). fp16/bf16 fall back to fp32 when the "
+                      "output is not finite.", flag_values=fv)
     flags.DEFINE_boolean("tta", False, "Average the 8 flips/transposes (8x slower).", flag_values=fv)
     flags.DEFINE_float("denoise_strength", 0.5,
                        "realesr-general-x4v3 only: 1 keeps noise, 0 removes it (blend with the wdn weights).",
@@ -66,6 +67,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("suffix", "out", "Output name is {stem}_{suffix}.{ext} ({stem}.{ext} if empty; "
                         "then an existing file of that name in an input's own folder is never overwritten).",
                         flag_values=fv)
+    faces.define_face_flags(fv)
 
 
 def _error(message: str) -> None:
@@ -108,11 +110,26 @@ def load_model(fv) -> tuple[object, float | None]:
         loaded = load_upscale_model(
             fv.model, backend=fv.backend, backend_options=BackendOptions(threads=fv.threads), act=fv.act,
             denoise_strength=fv.denoise_strength, wdn_model=fv.wdn_model,
-            denoise_requested=fv["denoise_strength"].present,
+            denoise_requested=fv["denoise_strength"].present, precision=fv.precision,
         )
     except ModelLoadError as e:
         raise UserError(str(e)) from None
     return loaded.model, loaded.default_outscale
+
+
+def resolve_precision_flag(fv, model, command: str) -> Precision:
+    """--precision for `model` on this device: auto resolved; an explicit precision the device does not
+    run natively is kept, with one warning line saying why. Non-Keras backends: the Upscaler decides."""
+    import keras
+
+    from real_esrgan_tf.serve.precision import detect_device, resolve_precision
+
+    if not isinstance(model, keras.Model):
+        return Precision(fv.precision)
+    precision, warning = resolve_precision(fv.precision, detect_device())
+    if warning:
+        report.warning(command, f"--precision {warning}")
+    return precision
 
 
 # Largest side each format can store (libwebp: 16383, libjpeg: 65500); PNG's limit is 2**31 - 1.
@@ -170,9 +187,11 @@ def run(fv) -> int:
         model, default_outscale = load_model(fv)
         outscale = default_outscale if fv.outscale is None else fv.outscale  # --outscale 0 is an error
         upscaler = Upscaler(
-            model, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=fv.precision,
+            model, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad,
+            precision=resolve_precision_flag(fv, model, "upscale"),
             tta=fv.tta, alpha=fv.alpha, outscale=outscale, jit_compile=fv.xla, progress=True,
         )
+        upscaler = faces.with_faces(fv, upscaler)  # --face_enhance: GFPGAN on the faces
     except (UserError, ValueError, TypeError) as e:
         _error(str(e))
         return 1

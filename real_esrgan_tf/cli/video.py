@@ -7,7 +7,7 @@ from fractions import Fraction
 
 from absl import flags, logging
 
-from real_esrgan_tf.cli import report, upscale
+from real_esrgan_tf.cli import faces, report, upscale
 from real_esrgan_tf.cli.report import UserError
 
 CODECS = ("libx264", "libx265", "libsvtav1", "ffv1")
@@ -36,6 +36,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_float("end", None, "End time in seconds (default: the end).", flag_values=fv)
     flags.DEFINE_integer("segment_frames", 240, "Frames per resumable segment (kept in .NAME.parts/ next "
                          "to the output until the file is complete).", lower_bound=1, flag_values=fv)
+    faces.define_face_flags(fv)
 
 
 def _error(message: str) -> None:
@@ -102,9 +103,12 @@ def _upscalers(fv, model, outscale) -> list:
 
     from real_esrgan_tf.serve.upscaler import Upscaler
 
+    precision = upscale.resolve_precision_flag(fv, model, "video")
+
     def make(net):
-        return Upscaler(net, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=fv.precision,
-                        tta=fv.tta, outscale=outscale, jit_compile=fv.xla)
+        return faces.with_faces(fv, Upscaler(  # --face_enhance: GFPGAN on each frame's faces
+            net, tile=fv.tile, tile_pad=fv.tile_pad, pre_pad=fv.pre_pad, precision=precision, tta=fv.tta,
+            outscale=outscale, jit_compile=fv.xla))
 
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) < 2 or not isinstance(model, keras.Model):
@@ -134,7 +138,7 @@ def _fingerprint(fv) -> str:
         st = os.stat(model)
         model = f"{os.path.abspath(model)}:{st.st_size}:{st.st_mtime_ns}"
     keys = ("outscale", "tile", "tile_pad", "pre_pad", "precision", "tta", "denoise_strength", "wdn_model",
-            "xla", "act", "backend")
+            "xla", "act", "backend") + faces.FINGERPRINT_KEYS
     return repr([model] + [(k, fv[k].value) for k in keys])
 
 

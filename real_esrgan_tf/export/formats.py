@@ -67,6 +67,16 @@ FORMATS: dict[str, ExportFormat] = {
             "TFLite for phones: fixed input, builtin ops, fp32/fp16/int8", extra="tflite",
         ),
         ExportFormat(
+            "onnx", "real_esrgan_tf.export.onnx", "the .onnx file",
+            "ONNX (chaiNNer, vs-mlrt, ONNX Runtime, OpenVINO): NCHW input/output, dynamic N/H/W, --fp16",
+            extra="onnx",
+        ),
+        ExportFormat(
+            "ncnn", "real_esrgan_tf.export.ncnn",
+            "the .param file, NAME.bin beside it (a folder: <model name>.param in it)",
+            "ncnn .param/.bin as the official realesrgan-ncnn-vulkan models (Upscayl, apps): fp16 weights",
+        ),
+        ExportFormat(
             "tfjs", "real_esrgan_tf.export.tfjs",
             "the TF.js model folder (model.json + weight shards), new or an earlier TF.js export",
             "TF.js graph model for the browser: any input size, --fp16 halves the download",

@@ -18,7 +18,9 @@ The model's interface:
 
 Ops: only `TFJS_OPS`, each mapped by TF.js 4.22's converter and implemented by its CPU, WebGL,
 WebGPU and WASM backends (tests/test_export_tfjs.py checks both against the npm packages). TF.js
-has no SpaceToDepth, so the pixel-unshuffle is traced as reshape -> transpose -> reshape.
+has no SpaceToDepth, so the pixel-unshuffle is traced as rank-4 reshape -> transpose -> reshape; Keras'
+nearest upsampling (a repeat: six ops per layer) as one ResizeNearestNeighbor. Generators in
+float16 / bfloat16 / mixed precision are exported in float32 (fp16 is a storage option here).
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ _VALUE_FIELDS = ("tensor_content", "half_val", "float_val", "double_val", "int_v
 
 # -- the Keras model TF.js can run ---------------------------------------------------------------
 def _float32_generator(generator):
-    """The generator with float32 weights (TF.js has no float16 tensors; fp16 is a storage option)."""
-    if all(w.dtype == "float32" for w in generator.weights):
+    """The generator in float32 (TF.js has no float16 tensors; fp16 is a storage option): models
+    built in float16/bfloat16 or under a mixed policy are rebuilt with the same weights."""
+    if all(w.dtype == "float32" for w in generator.weights) and all(
+        getattr(layer, "compute_dtype", "float32") == "float32" for layer in generator.layers
+    ):
         return generator
     from real_esrgan_tf.serve.keras_backend import rebuild_model
 
@@ -86,11 +91,13 @@ class ReshapePixelUnshuffle(keras.layers.Layer):
         self.scale = int(scale)
 
     def call(self, x):
+        # Rank 4 throughout (every backend's fast path): rows (b*h, i), columns (w, j) with j and the
+        # channel c merged; swapping i and w gives channel i*s*C + j*C + c = (i*s + j)*C + c.
         s, channels = self.scale, x.shape[-1]
         shape = tf.shape(x)
         b, h, w = shape[0], shape[1] // s, shape[2] // s
-        x = tf.reshape(x, tf.stack([b, h, s, w, s, channels]))
-        x = tf.transpose(x, [0, 1, 3, 2, 4, 5])  # (b, h, w, i, j, c): channel (i*s + j)*C + c
+        x = tf.reshape(x, tf.stack([b * h, s, w, s * channels]))
+        x = tf.transpose(x, [0, 2, 1, 3])
         return tf.reshape(x, tf.stack([b, h, w, s * s * channels]))
 
     def get_config(self):
@@ -205,9 +212,10 @@ def _fuse_conv(graph_def) -> None:
         for name in node.input:
             by_input.setdefault(name, []).append(node)
     for conv in list(graph_def.node):
-        if conv.op != "Conv2D" or counts.get(conv.name, 0) != 1:
+        consumers = by_input.get(conv.name, [])
+        if conv.op != "Conv2D" or counts.get(conv.name, 0) != 1 or len(consumers) != 1:
             continue
-        (bias_add,) = by_input[conv.name]
+        bias_add = consumers[0]
         if bias_add.op != "BiasAdd" or bias_add.input[0] != conv.name:
             continue
         bias = nodes.get(bias_add.input[1])
@@ -215,7 +223,8 @@ def _fuse_conv(graph_def) -> None:
             continue
         fused_ops, args, last = [b"BiasAdd"], [bias.name], bias_add
         followers = by_input.get(bias_add.name, [])
-        if counts.get(bias_add.name, 0) == 1 and followers[0].op in _FUSABLE_ACTIVATIONS:
+        single = counts.get(bias_add.name, 0) == 1 and len(followers) == 1
+        if single and followers[0].op in _FUSABLE_ACTIVATIONS:
             activation = followers[0]
             fused_ops.append(_FUSABLE_ACTIVATIONS[activation.op])
             if activation.op == "Prelu":
@@ -243,6 +252,8 @@ def tfjs_graph(generator):
     _fuse_prelu(graph_def)
     _fuse_conv(graph_def)
     unsupported = sorted({n.op for n in graph_def.node} - TFJS_OPS)
+    unsupported += sorted({f"{n.op} to {n.attr['DstT'].type}" for n in graph_def.node
+                           if n.op == "Cast" and n.attr["DstT"].type not in _WEIGHT_DTYPES})
     if unsupported:
         raise ExportError(f"{generator.name}: ops TF.js cannot run: {', '.join(unsupported)}")
     return graph_def, input_name, output_name

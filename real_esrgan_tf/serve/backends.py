@@ -64,17 +64,45 @@ BACKENDS: dict[str, Backend] = {
                 "an exported SavedModel folder (what TF Serving serves)"),
         Backend("tflite", "real_esrgan_tf.serve.tflite_backend", (".tflite",), "ai_edge_litert", "tflite",
                 "TFLite (ai-edge-litert, XNNPACK)"),
+        Backend("onnxruntime", "real_esrgan_tf.serve.onnx_backend", (".onnx",), "onnxruntime", "onnx",
+                "ONNX Runtime, CPU execution provider"),
+        Backend("openvino", "real_esrgan_tf.serve.openvino_backend", (".onnx",), "openvino", "openvino",
+                "OpenVINO CPU plugin, on the same .onnx files (f32)"),
+        Backend("ncnn", "real_esrgan_tf.serve.ncnn_backend", (".param",), "ncnn", "ncnn",
+                "ncnn on the CPU: .param/.bin files (official, Upscayl, ours) as they are"),
     )
 }
 
 # What `--backend auto` runs, in order of preference (the first one installed wins): per model file
-# type, and per architecture for a Keras generator (pretrained names, .pth, .weights.h5, ...).
+# type, and per architecture for a Keras generator (pretrained names, .pth, .weights.h5, ...) keyed by
+# `generator_key`. The architecture rows come from benchmarks/bench_backends.py (BUILD_NOTES "CPU
+# backends side by side"): on a CPU in fp32, ncnn's Winograd convolutions run SRVGGNetCompact 1.8-2.3x
+# faster than TensorFlow's oneDNN direct ones; ONNX Runtime and OpenVINO (f32) are not faster than
+# TensorFlow there, and for RRDBNet nothing measured clearly faster in fp32.
 AUTO: dict[str, tuple[str, ...]] = {
     ".tflite": ("tflite",),
     ".param": (TENSORFLOW,),
     "RRDBNet": (TENSORFLOW,),
-    "SRVGGNetCompact": (TENSORFLOW,),
+    "SRVGGNetCompact": ("ncnn",),
 }
+
+
+def generator_key(
+    architecture: str, precision: str = "auto", resolved: str = "fp32", device: str = "cpu"
+) -> str:
+    """The `AUTO` key of a Keras generator run with `--precision precision`, which resolved to
+    `resolved` on `device` (cpu, gpu, tpu).
+
+    The architecture rows were measured where they apply: `--precision auto` resolving to fp32 on a
+    CPU (a CPU without native bf16). A runtime there may keep the weights in fp16 as the official
+    ncnn files do (PSNR >= 45 dB against fp32 weights, less change than the bf16 that auto runs on
+    other CPUs). Everything else is keyed 'ARCH/RESOLVED/DEVICE' and stays on TensorFlow unless
+    listed: an explicit `--precision fp32` (exact fp32 weights), fp16/bf16 (TensorFlow is the one
+    backend that computes a Keras generator in them) and accelerators.
+    """
+    if (precision, resolved, device) == ("auto", "fp32", "cpu"):
+        return architecture
+    return f"{architecture}/{resolved}/{device}"
 
 
 def backend_names() -> list[str]:

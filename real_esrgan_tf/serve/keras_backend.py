@@ -12,14 +12,19 @@ import numpy as np
 
 
 class Precision(enum.Enum):
+    """Compute precision of a Keras generator. AUTO: the device's native one, decided by
+    `serve.precision.resolve_precision` (fp32 for backends that cannot change precision)."""
+
+    AUTO = "auto"
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
 
     @property
     def keras_dtype(self) -> str:
+        if self is Precision.AUTO:
+            raise ValueError("precision auto has no dtype: resolve it first (serve.precision)")
         return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[self.value]
-
 
 
 def rebuild_model(model, dtype: str | None = None):
@@ -123,6 +128,10 @@ class KerasSuperResolver:
     ):
         import tensorflow as tf
 
+        if precision is Precision.AUTO:
+            from real_esrgan_tf.serve.precision import auto_precision, detect_device
+
+            precision = auto_precision(detect_device())
         self.scale = infer_scale(model)
         self.precision = precision
         self.model = model if precision is Precision.FP32 else rebuild_model(model, precision.keras_dtype)

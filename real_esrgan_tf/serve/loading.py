@@ -63,14 +63,22 @@ def _open_runtime_file(spec: str, backend, act: str | None, options):
         raise ModelLoadError(_first_line_naming(spec, e)) from None
 
 
-def _on_backend(model, spec: str, requested: str, options):
+def _on_backend(model, spec: str, requested: str, options, precision: str = "fp32"):
     """A loaded Keras generator on the backend `requested` (auto: the `AUTO` choice for its
-    architecture): itself on TensorFlow, else the backend's `from_generator`."""
+    architecture, precision and device, see `backends.generator_key`): itself on TensorFlow, else the
+    backend's `from_generator`."""
     from real_esrgan_tf.serve import backends
 
     architecture = type(model).__name__
     try:
-        backend = backends.pick(requested, architecture)
+        key = architecture
+        if requested == "auto":
+            from real_esrgan_tf.serve.precision import detect_device, resolve_precision
+
+            device = detect_device()
+            chosen, _ = resolve_precision(precision, device)
+            key = backends.generator_key(architecture, str(precision), chosen.value, device.kind)
+        backend = backends.pick(requested, key)
         if backend.name == backends.TENSORFLOW:
             return model
         module = backends.load_module(backend)
@@ -104,6 +112,7 @@ def load_upscale_model(
     denoise_strength: float = 0.5,
     wdn_model: str | None = None,
     denoise_requested: bool = False,
+    precision: str = "fp32",
 ) -> LoadedModel:
     """Loads `spec` as `real-esrgan-tf upscale --model` does.
 
@@ -120,6 +129,9 @@ def load_upscale_model(
       wdn_model: the wdn weights; default: beside `spec`.
       denoise_requested: the user asked for denoising explicitly, so missing wdn weights are an
         error (otherwise a warning and no blend, as with the official default).
+      precision: the `--precision` a Keras generator will run in (auto, fp32, fp16, bf16): with
+        `backend` auto, the measured `AUTO` rows apply where precision auto means fp32 on a CPU;
+        otherwise TensorFlow (see `backends.generator_key`).
     Returns:
       LoadedModel. Raises ModelLoadError (one line) for anything that cannot be loaded.
     """
@@ -156,5 +168,5 @@ def load_upscale_model(
     elif wdn_model or denoise_requested:
         raise ModelLoadError(f"{spec}: --denoise_strength needs realesr-general-x4v3 weights")
     info = weights.find_pretrained(spec) if not os.path.exists(spec) else None
-    model = _on_backend(model, spec, backend, options)
+    model = _on_backend(model, spec, backend, options, precision)
     return LoadedModel(model, None if info is None else float(info.outscale))

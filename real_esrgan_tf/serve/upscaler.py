@@ -142,7 +142,8 @@ class Upscaler:
         backend (TFLite, SavedModel). Only a Keras model can change precision.
       tile: core tile side in LR pixels (0 = whole image; sides over `auto_tile` are tiled anyway).
       tile_pad: context around each tile, cropped away (10). pre_pad: reflect padding (official).
-      precision: "fp32", "fp16" or "bf16" (non-finite output falls back to fp32).
+      precision: "fp32", "fp16", "bf16" (non-finite output falls back to fp32) or "auto": the
+        device's native one (`serve.precision`; fp32 for a non-Keras backend).
       tta: average the 8 flips/transposes. alpha: "model", "bicubic" or "none".
       outscale: final scale (None: the net's). jit_compile: XLA for the network.
       min_tile / auto_tile: limits of the out-of-memory retry and of whole-image mode.
@@ -182,9 +183,15 @@ class Upscaler:
             progress=progress,
         )
         if isinstance(model, keras.Model):
+            if self.options.precision is Precision.AUTO:
+                from real_esrgan_tf.serve.precision import auto_precision, detect_device
+
+                self.options = dataclasses.replace(self.options, precision=auto_precision(detect_device()))
             self._model = model
             self.backend: SuperResolver = KerasSuperResolver(model, self.options.precision, jit_compile)
         else:
+            if self.options.precision is Precision.AUTO:  # a file runs in the precision it was written in
+                self.options = dataclasses.replace(self.options, precision=Precision.FP32)
             if self.options.precision is not Precision.FP32:
                 raise ValueError("precision can only be changed for a Keras model")
             if not isinstance(getattr(model, "scale", None), int) or not callable(model):

@@ -9,7 +9,8 @@
 Converted ncnn/`.pth` weights are cached as `.weights.h5` keyed by the source files' content.
 
 Modules: `pretrained` (the model table), `ncnn_format` + `ncnn` (ncnn files), `torch_pth` (`.pth`
-files, generators and the U-Net discriminator), `save` (our files), `loader` (the entry point and the
+files, generators and the U-Net discriminator), `facexlib_pth` (facexlib's face detector and
+parser `.pth` files), `save` (our files), `loader` (the entry point and the
 cache), `errors`.
 """
 
@@ -38,6 +39,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "exported_weights_in": "real_esrgan_tf.weights.save",
         "save_generator": "real_esrgan_tf.weights.save",
         "load_discriminator_weights": "real_esrgan_tf.weights.torch_pth",
+        "load_parsenet": "real_esrgan_tf.weights.facexlib_pth",
+        "load_retinaface": "real_esrgan_tf.weights.facexlib_pth",
         "read_state_dict": "real_esrgan_tf.weights.torch_pth",
     },
 )

@@ -7,7 +7,7 @@ import logging
 import keras
 import numpy as np
 
-from real_esrgan_tf.models import PixelShuffle, RRDBNet, ScaledResidual, SRVGGNetCompact
+from real_esrgan_tf.models import PixelShuffle, PixelUnshuffle, RRDBNet, ScaledResidual, SRVGGNetCompact
 from real_esrgan_tf.models.layers import torch_to_tf_unshuffle_perm
 from real_esrgan_tf.weights.errors import WeightsError
 from real_esrgan_tf.weights.ncnn_format import NcnnFormatError, NcnnLayer, load_ncnn
@@ -28,7 +28,7 @@ def _arch_from_ncnn(layers: list[NcnnLayer], path: str) -> tuple[type[keras.Mode
         acts = {layer.type for layer in layers} & {"PReLU", "ReLU"}
         if acts == {"PReLU"}:
             act = "prelu"
-        elif acts == {"ReLU"}:
+        elif acts == {"ReLU"}:  # after `_unfuse_activations`
             slopes = {float(layer.param(0, 0.0)) for layer in layers if layer.type == "ReLU"}
             act = "relu" if slopes == {0.0} else "leakyrelu"
         else:
@@ -46,9 +46,12 @@ def _arch_from_ncnn(layers: list[NcnnLayer], path: str) -> tuple[type[keras.Mode
         return SRVGGNetCompact, kwargs
     if (len(convs) - 6) % 15:
         raise WeightsError(f"{path}: {len(convs)} convolutions do not make an RRDBNet (6 + 15 per block)")
+    unshuffle = int(next((layer.param(0, 1) for layer in layers if layer.type == "Reorg"), 1))
+    if unshuffle not in (1, 2, 4):
+        raise WeightsError(f"{path}: a pixel-unshuffle by {unshuffle} makes no RRDBNet (2: x2, 4: x1)")
     kwargs = dict(
-        scale=4,
-        num_in_ch=first.shape[1],
+        scale=4 // unshuffle,
+        num_in_ch=first.shape[1] // (unshuffle * unshuffle),
         num_out_ch=last.shape[0],
         num_feat=first.shape[0],
         num_block=(len(convs) - 6) // 15,
@@ -67,12 +70,33 @@ def _strip_output_resize(layers: list[NcnnLayer]) -> tuple[list[NcnnLayer], floa
     return layers, 1.0
 
 
+def _unfuse_activations(layers: list[NcnnLayer]) -> list[NcnnLayer]:
+    """SRVGGNetCompact graphs with ReLU / LeakyReLU fused into their convolutions (`9=1`, `9=2`, as
+    ncnnoptimize and our export write them) as separate ReLU layers, the layers our model has."""
+    if not any(layer.type == "PixelShuffle" for layer in layers):
+        return layers  # RRDBNet: our convolutions carry the fused LeakyReLU too
+    result = []
+    for layer in layers:
+        act = int(layer.param(9, 0)) if layer.type == "Convolution" else 0
+        if act not in (1, 2):
+            result.append(layer)
+            continue
+        slope = float(layer.param(10, (0.0,))[0]) if act == 2 else 0.0
+        params = {k: v for k, v in layer.params.items() if k not in (9, 10)}
+        preact = layer.outputs[0] + "_preact"
+        result.append(NcnnLayer(layer.type, layer.name, layer.inputs, (preact,), params, layer.weights))
+        relu_params = {0: slope} if slope else {}
+        result.append(NcnnLayer("ReLU", layer.name + "_act", (preact,), layer.outputs, relu_params))
+    return result
+
+
 def generator_from_ncnn(param_path: str, bin_path: str, info: PretrainedModel | None) -> keras.Model:
     try:
         layers = load_ncnn(param_path, bin_path)
     except NcnnFormatError as e:
         raise WeightsError(str(e)) from e
     layers, out_resize = _strip_output_resize(layers)
+    layers = _unfuse_activations(layers)
     if out_resize != 1.0 and info is None:
         log.info(
             "%s ends in a x%g resize of the output; loading the network without it", param_path, out_resize
@@ -118,6 +142,13 @@ def _ncnn_matches(nl: NcnnLayer, kl: keras.layers.Layer) -> str | None:
         if act == "leaky_relu" and nact == 2 and np.isclose(nl.param(10, (0.0,))[0], 0.2):
             return None
         return f"fused activation {nact} {nl.param(10)} does not match {act}"
+    if isinstance(kl, (keras.layers.ReLU, keras.layers.LeakyReLU)):
+        slope = float(kl.get_config().get("negative_slope") or 0.0)
+        ok = nl.type == "ReLU" and np.isclose(float(nl.param(0, 0.0)), slope)
+        return None if ok else f"expected ReLU with slope {slope}"
+    if isinstance(kl, PixelUnshuffle):
+        ok = nl.type == "Reorg" and nl.param(0) == kl.scale and nl.param(1, 0) in (0, 1)
+        return None if ok else f"expected Reorg (pixel-unshuffle) by {kl.scale}"
     if isinstance(kl, keras.layers.PReLU):
         ok = nl.type == "PReLU" and nl.weights["slope"].shape[0] == kl.alpha.shape[-1]
         return None if ok else "expected PReLU with one slope per channel"
@@ -171,6 +202,7 @@ def _assign_ncnn_weights(layers: list[NcnnLayer], model: keras.Model, path: str)
         )
     index_of = {id(layer): i for i, layer in enumerate(keras_layers)}
     kernels: dict[int, list[np.ndarray]] = {}
+    unshuffled: dict[int, int] = {}  # index of a mode 0 Reorg -> its stride
     for i, (nl, kl) in enumerate(zip(kept, keras_layers, strict=True)):
         problem = _ncnn_matches(nl, kl)
         if problem is not None:
@@ -184,7 +216,12 @@ def _assign_ncnn_weights(layers: list[NcnnLayer], model: keras.Model, path: str)
             raise WeightsError(f"{path}: ncnn layer {nl.name} is wired differently from {kl.name}")
         if nl.type == "Convolution":
             w = nl.weights["weight"].transpose(2, 3, 1, 0)  # (out, in, kh, kw) -> (kh, kw, in, out)
+            if n_in[0] in unshuffled:  # mode 0 Reorg: PyTorch's channel order -> ours
+                s = unshuffled[n_in[0]]
+                w = w[:, :, torch_to_tf_unshuffle_perm(w.shape[2] // (s * s), s)]
             kernels[i] = [w] + ([nl.weights["bias"]] if "bias" in nl.weights else [])
+        elif nl.type == "Reorg" and nl.param(1, 0) == 0:
+            unshuffled[i] = kl.scale
         elif nl.type == "PReLU":
             kernels[i] = [nl.weights["slope"].reshape(kl.alpha.shape)]
         elif nl.type == "PixelShuffle" and nl.param(1, 0) == 0:

