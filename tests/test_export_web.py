@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -322,6 +323,39 @@ def test_page_yields_between_tiles(site, browser, photos, tmp_path):
             break
     assert state[0] == "done", state
     assert len([p for p in seen if 0 < p < 144]) >= 3, seen  # 12 x 12 tiles
+
+
+@pytest.mark.slow
+@needs_browser
+def test_page_answers_during_a_long_tile(browser, photos, tmp_path):
+    """TF.js runs in a worker: while one multi-second tile computes on the CPU backend (which never
+    yields inside a tile), the page's own thread keeps answering the test's scripts."""
+    import keras
+
+    from real_esrgan_tf.models.srvgg import SRVGGNetCompact
+
+    keras.utils.set_random_seed(3)
+    generator = SRVGGNetCompact(num_feat=48, num_conv=8, upscale=4)
+    generator(np.zeros((1, 8, 8, 3), np.float32))
+    folder = write_web(generator, str(tmp_path / "heavy"), fp16=True)
+    path = str(tmp_path / "chelsea_160.png")
+    Image.fromarray(np.ascontiguousarray(photos["chelsea"][:160, :160])).save(path)
+    with web_page.serve_folder(folder) as url:
+        web_page.open_page(browser, url, backend="cpu", tile=0, pad=10)
+        web_page.upload(browser, path)
+        answers, state = [], None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            start = time.monotonic()
+            state = browser.execute_script("return window.realEsrgan.state")
+            answers.append(time.monotonic() - start)
+            if state in ("done", "error"):
+                break
+            time.sleep(0.1)
+        tile_ms = browser.execute_script("return window.realEsrgan.tileTimesMs")
+    assert state == "done", state
+    assert len(tile_ms) == 1 and tile_ms[0] > 3000, tile_ms  # one long tile ...
+    assert max(answers) < 1.0, max(answers)  # ... during which every script returned within a second
 
 
 @pytest.mark.slow

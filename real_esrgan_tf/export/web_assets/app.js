@@ -425,7 +425,11 @@ async function showResult(inputCanvas, out, outW, outH, name) {
   const after = $("after");
   after.width = outW;
   after.height = outH;
-  after.getContext("2d").putImageData(new ImageData(out, outW, outH), 0, 0);
+  const context = after.getContext("2d");
+  context.putImageData(new ImageData(out, outW, outH), 0, 0);
+  if (!canvasHolds(context, out, outW, outH)) {
+    throw new Error(`${name}: the browser could not hold the ${outW}x${outH} result (out of canvas memory)`);
+  }
   const before = $("before"); // the input at its own size, enlarged by CSS without smoothing
   before.width = inputCanvas.width;
   before.height = inputCanvas.height;
@@ -440,6 +444,21 @@ async function showResult(inputCanvas, out, outW, outH, name) {
   link.download = name.replace(/\.[^.]*$/, "") + `_x${metadata.scale}.png`;
   $("result").hidden = false;
   showSplit();
+}
+
+/** A too-large canvas fails silently (it reads back as transparent black): check opaque samples. */
+function canvasHolds(context, out, outW, outH) {
+  let checked = 0;
+  for (let k = 1; k <= 64 && checked < 8; k++) {
+    const x = Math.floor((outW * ((k * 37) % 64)) / 64);
+    const y = Math.floor((outH * k) / 65);
+    const o = (y * outW + x) * 4;
+    if (out[o + 3] !== 255 || out[o] + out[o + 1] + out[o + 2] === 0) continue;
+    const seen = context.getImageData(x, y, 1, 1).data;
+    if (seen[0] !== out[o] || seen[1] !== out[o + 1] || seen[2] !== out[o + 2]) return false;
+    checked++;
+  }
+  return true;
 }
 
 function showSplit() {
