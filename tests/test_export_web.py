@@ -152,7 +152,7 @@ def test_export_command_format_web(tiny_x4, tmp_path, capsys):
     assert export(f"--output={folder}", "--fp16", "--tile=64", "--tile_pad=6") == 0
     assert page_defaults(folder) == [64, 6] and "float16" in weight_dtypes(folder)
     metadata = json.load(open(os.path.join(folder, "model", "model.json")))["userDefinedMetadata"]
-    assert metadata["source"] == weights and metadata["scale"] == 4
+    assert metadata["source"] == "tiny.weights.h5" and metadata["scale"] == 4  # not the local folders
 
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("keep")

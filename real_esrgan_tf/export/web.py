@@ -45,7 +45,8 @@ def write_web(
       folder: created, or replaced if it holds an earlier web export; any other non-empty folder
         is refused (ExportError).
       fp16: fp16 weights in model/ (half the download; TF.js computes in fp32 either way).
-      source: where the weights came from, stored in the model's metadata.
+      source: where the weights came from; the metadata keeps only its last name (a page is
+        published: the folders of the exporting machine stay private).
       tile, tile_pad: the page's default core tile side (0 = whole image) and context, in input
         pixels; the user can change both in the page.
     """
@@ -66,7 +67,8 @@ def write_web(
             shutil.copyfile(os.path.join(ASSETS, name), os.path.join(staging, name))
         _set_default_tiles(os.path.join(staging, "index.html"), tile, tile_pad)
         shutil.copytree(os.path.join(ASSETS, VENDOR), os.path.join(staging, VENDOR))
-        write_tfjs(generator, os.path.join(staging, MODEL), fp16=fp16, source=source)
+        public_source = os.path.basename(os.path.normpath(source)) if source else ""
+        write_tfjs(generator, os.path.join(staging, MODEL), fp16=fp16, source=public_source)
         os.chmod(staging, 0o755)  # mkdtemp makes it 0700; a static server may run as another user
         _replace_folder(staging, folder)
     except BaseException:
