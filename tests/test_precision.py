@@ -106,6 +106,24 @@ def test_upscaler_resolves_auto_for_keras_models_only(monkeypatch):
         Precision.AUTO.keras_dtype  # noqa: B018
 
 
+def test_auto_runs_16bit_images_in_fp32_and_8bit_natively(monkeypatch):
+    """bf16 holds 8 significant bits: auto must not spend a 16-bit image's depth on speed."""
+    from real_esrgan_tf.models import SRVGGNetCompact
+    from real_esrgan_tf.serve.upscaler import Upscaler
+
+    monkeypatch.setattr(precision_module, "detect_device", lambda: ZEN5)
+    model = SRVGGNetCompact(num_conv=1, num_feat=8, upscale=2)
+    deep = np.random.default_rng(3).integers(0, 65536, (9, 11, 3)).astype(np.uint16)
+    shallow = (deep >> 8).astype(np.uint8)
+    auto, fp32, bf16 = (Upscaler(model, precision=p) for p in ("auto", "fp32", "bf16"))
+    assert auto.precision is Precision.BF16
+    np.testing.assert_array_equal(auto.upscale(deep), fp32.upscale(deep))
+    np.testing.assert_array_equal(auto.upscale_batch(deep[None]), fp32.upscale_batch(deep[None]))
+    assert np.abs(bf16.upscale(deep).astype(int) - fp32.upscale(deep)).max() > 16  # what auto avoids
+    np.testing.assert_array_equal(auto.upscale(shallow), bf16.upscale(shallow))
+    assert auto.precision is Precision.BF16  # still native for the next 8-bit image
+
+
 # ---------------------------------------------------------------------------- CLI
 @pytest.fixture
 def cli_run(tmp_path, photos, monkeypatch):

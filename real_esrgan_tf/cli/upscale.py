@@ -118,18 +118,18 @@ def load_model(fv) -> tuple[object, float | None]:
 
 
 def resolve_precision_flag(fv, model, command: str) -> Precision:
-    """--precision for `model` on this device: auto resolved; an explicit precision the device does not
-    run natively is kept, with one warning line saying why. Non-Keras backends: the Upscaler decides."""
+    """--precision for the Upscaler of `model`, after one warning line when an explicit precision is one
+    this device does not run natively (it is kept: the user asked). auto stays auto: the Upscaler
+    resolves it per image (the device's native precision; fp32 for 16-bit images and other backends)."""
     import keras
 
     from real_esrgan_tf.serve.precision import detect_device, resolve_precision
 
-    if not isinstance(model, keras.Model):
-        return Precision(fv.precision)
-    precision, warning = resolve_precision(fv.precision, detect_device())
-    if warning:
-        report.warning(command, f"--precision {warning}")
-    return precision
+    if isinstance(model, keras.Model):
+        _, warning = resolve_precision(fv.precision, detect_device())
+        if warning:
+            report.warning(command, f"--precision {warning}")
+    return Precision(fv.precision)
 
 
 # Largest side each format can store (libwebp: 16383, libjpeg: 65500); PNG's limit is 2**31 - 1.

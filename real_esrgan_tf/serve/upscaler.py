@@ -10,6 +10,7 @@ when the output is not finite, 8-way TTA and the denoise-strength weight blend.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 from collections.abc import Callable
@@ -182,6 +183,10 @@ class Upscaler:
             auto_tile=auto_tile,
             progress=progress,
         )
+        # auto keeps a 16-bit image's depth: such images run in fp32 (bf16 holds 8 significant bits,
+        # fp16 11; a 16-bit level is 1/65535), 8-bit ones in the device's native precision.
+        self._auto_precision = self.options.precision is Precision.AUTO
+        self._fp32_backend: SuperResolver | None = None
         if isinstance(model, keras.Model):
             if self.options.precision is Precision.AUTO:
                 from real_esrgan_tf.serve.precision import auto_precision, detect_device
@@ -230,7 +235,8 @@ class Upscaler:
         keep_alpha = c in (2, 4) and self.options.alpha is not AlphaMode.NONE
         out_channels = (1 if c <= 2 else 3) + keep_alpha
         out = np.empty((h * self.scale, w * self.scale, out_channels), dtype)
-        self._with_fp32_fallback(lambda: self._upscale_into(pixels, max_value, out, keep_alpha))
+        with self._precision_for(max_value):
+            self._with_fp32_fallback(lambda: self._upscale_into(pixels, max_value, out, keep_alpha))
         out_h, out_w = self.output_size(h, w)
         if (out_h, out_w) != out.shape[:2]:
             out = resize_planes(out, (out_w, out_h))
@@ -250,13 +256,29 @@ class Upscaler:
         n, h, w, _ = frames.shape
         out = np.empty((n, h * self.scale, w * self.scale, 3), dtype)
         rgb = frames.astype(np.float32) / max_value
-        self._with_fp32_fallback(lambda: self._enhance_into(rgb, out, False, max_value))
+        with self._precision_for(max_value):
+            self._with_fp32_fallback(lambda: self._enhance_into(rgb, out, False, max_value))
         out_h, out_w = self.output_size(h, w)
         if (out_h, out_w) != out.shape[1:3]:
             out = np.stack([resize_planes(frame, (out_w, out_h)) for frame in out])
         return out
 
     # ------------------------------------------------------------------ internals
+    @contextlib.contextmanager
+    def _precision_for(self, max_value: float):
+        """With precision auto, a 16-bit image (max_value 65535) runs in fp32; anything else as set."""
+        if max_value <= 255 or not self._auto_precision or self.precision is Precision.FP32:
+            yield
+            return
+        if self._fp32_backend is None:
+            self._fp32_backend = KerasSuperResolver(self._model, Precision.FP32, self.options.jit_compile)
+        saved = self.backend, self.precision
+        self.backend, self.precision = self._fp32_backend, Precision.FP32
+        try:
+            yield
+        finally:
+            self.backend, self.precision = saved
+
     def _with_fp32_fallback(self, fill) -> None:
         """Runs `fill()`; when an fp16/bf16 output is not finite, this Upscaler switches to fp32 for
         good (warning once) and runs `fill()` again."""
