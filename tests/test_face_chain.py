@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from tests.upstream import import_upstream  # noqa: E402 (after the torch guard)
+from tests.upstream import calibrate_batch_norms, import_upstream  # noqa: E402 (after the torch guard)
 
 pytestmark = pytest.mark.slow
 
@@ -57,15 +57,7 @@ def _detector(image, path):
     level1 = math.ceil(h / 16) * math.ceil(w / 16) * 2
     layout = torch.tensor([-2.5, -1.5, 2.5, -1.5, 0.0, 0.5, -2.0, 2.5, 2.0, 2.5])  # x0.1 anchor size
     with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.momentum = None
-                module.reset_running_stats()
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-        net.train()
-        net(x)
-        net.eval()
+        calibrate_batch_norms(net, x)
         net.LandmarkHead[1].conv1x1.bias[:10] += layout
         net.LandmarkHead[1].conv1x1.bias[10:] += layout
         _, conf, _ = net(x)

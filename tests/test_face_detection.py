@@ -18,7 +18,7 @@ from real_esrgan_tf.faces import detection
 from real_esrgan_tf.weights import WeightsError
 
 torch = pytest.importorskip("torch")
-from tests.upstream import import_upstream  # noqa: E402 (after the torch guard)
+from tests.upstream import calibrate_batch_norms, import_upstream  # noqa: E402 (after the torch guard)
 
 FACE_BIAS = 3.0  # added to every level's anchor-0 "face" logit bias: ~50 anchors above 0.97
 
@@ -40,15 +40,7 @@ def oracle(tmp_path_factory):
         (bgr.astype(np.float32) - np.float32([104, 117, 123])).transpose(2, 0, 1)[None].copy()
     )
     with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.momentum = None  # running stats = this batch's statistics
-                module.reset_running_stats()
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-        net.train()
-        net(x)
-        net.eval()
+        calibrate_batch_norms(net, x)
         for head in net.ClassHead:
             head.conv1x1.bias[1] += FACE_BIAS
         loc, conf, landmarks = net(x)

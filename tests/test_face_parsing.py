@@ -17,7 +17,7 @@ from real_esrgan_tf.faces import parsing
 from real_esrgan_tf.weights import WeightsError
 
 torch = pytest.importorskip("torch")
-from tests.upstream import import_upstream  # noqa: E402 (after the torch guard)
+from tests.upstream import calibrate_batch_norms, import_upstream  # noqa: E402 (after the torch guard)
 
 
 def _astronaut() -> np.ndarray:
@@ -45,15 +45,7 @@ def oracle(tmp_path_factory):
     torch.manual_seed(0)
     net = parsenet.ParseNet(in_size=512, out_size=512, parsing_ch=19)
     with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.momentum = None  # running stats = this batch's statistics
-                module.reset_running_stats()
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-        net.train()
-        net(_facexlib_input(_astronaut()[None, 160:288, 180:308]))
-        net.eval()
+        calibrate_batch_norms(net, _facexlib_input(_astronaut()[None, 160:288, 180:308]))
     path = tmp_path_factory.mktemp("parsenet") / "parsing_parsenet.pth"
     torch.save(net.state_dict(), path)
     return {"net": net, "path": str(path)}
